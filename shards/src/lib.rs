@@ -1,0 +1,1 @@
+//! Thread-per-core runtime: pinned glommio executors, SO_REUSEPORT listeners, router mesh.

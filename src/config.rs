@@ -1,0 +1,1 @@
+//! Configuration: livego.toml, flags with livego names, UPPER_SNAKE env overrides.

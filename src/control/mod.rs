@@ -1,0 +1,1 @@
+//! Control shard: key store, HTTP API routes and server.

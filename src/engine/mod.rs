@@ -1,0 +1,1 @@
+//! Per-shard engine: streams, mirrors, feeds, players, router messages.

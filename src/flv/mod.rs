@@ -1,0 +1,1 @@
+//! FLV file header and tag encoding.

@@ -1,0 +1,1 @@
+//! Sans-I/O HTTP/1.1: bounded request head parsing and responses.

@@ -1,0 +1,1 @@
+//! Media model: packets, codec header inspection, GOP cache, timestamp normaliser.
