@@ -1,0 +1,154 @@
+use bytes::Bytes;
+
+/// What a packet carries. The payload is always the body of an FLV tag of that kind (which is
+/// also the RTMP message payload), so no protocol needs to re-encode media.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PacketKind {
+    Audio,
+    Video,
+    /// AMF0 `onMetaData` + object, with any `@setDataFrame` prefix already removed.
+    Meta,
+}
+
+/// One media message of a stream. Cheap to clone (the payload is refcounted) and `Send`, so it
+/// crosses shards as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub kind: PacketKind,
+    /// Milliseconds on the stream's normalised timeline (see `TimestampNormaliser`).
+    pub timestamp: u32,
+    /// A video frame a decoder can start from (FLV frame type 1), not a sequence header.
+    pub keyframe: bool,
+    /// A codec configuration record (AVC/HEVC decoder configuration, AAC AudioSpecificConfig).
+    pub sequence_header: bool,
+    pub payload: Bytes,
+}
+
+/// RTMP/FLV message type ids of the three kinds.
+pub const TYPE_AUDIO: u8 = 8;
+pub const TYPE_VIDEO: u8 = 9;
+pub const TYPE_DATA_AMF0: u8 = 18;
+
+const VIDEO_FRAME_KEY: u8 = 1;
+const VIDEO_CODEC_AVC: u8 = 7;
+const VIDEO_CODEC_HEVC_LEGACY: u8 = 12;
+const VIDEO_CODEC_AV1_LEGACY: u8 = 13;
+/// Enhanced RTMP: the top bit of the first video byte announces a FourCC header.
+const VIDEO_EX_HEADER: u8 = 0x80;
+const VIDEO_EX_SEQUENCE_START: u8 = 0;
+const VIDEO_EX_MPEG2TS_SEQUENCE_START: u8 = 5;
+const AUDIO_FORMAT_AAC: u8 = 10;
+
+impl Packet {
+    /// Builds a packet from an RTMP message, classifying it from the FLV tag header bytes.
+    /// Returns `None` for message types that are not media and for empty payloads.
+    pub fn from_message(type_id: u8, timestamp: u32, payload: Bytes) -> Option<Packet> {
+        let kind = match type_id {
+            TYPE_AUDIO => PacketKind::Audio,
+            TYPE_VIDEO => PacketKind::Video,
+            TYPE_DATA_AMF0 => PacketKind::Meta,
+            _ => return None,
+        };
+        if payload.is_empty() {
+            return None;
+        }
+        let (keyframe, sequence_header) = match kind {
+            PacketKind::Video => classify_video(&payload),
+            PacketKind::Audio => (false, is_aac_sequence_header(&payload)),
+            PacketKind::Meta => (false, false),
+        };
+        Some(Packet {
+            kind,
+            timestamp,
+            keyframe,
+            sequence_header,
+            payload,
+        })
+    }
+
+    /// The RTMP/FLV message type id of this packet.
+    pub fn type_id(&self) -> u8 {
+        match self.kind {
+            PacketKind::Audio => TYPE_AUDIO,
+            PacketKind::Video => TYPE_VIDEO,
+            PacketKind::Meta => TYPE_DATA_AMF0,
+        }
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.kind == PacketKind::Video
+    }
+
+    pub fn is_audio(&self) -> bool {
+        self.kind == PacketKind::Audio
+    }
+}
+
+/// Returns (keyframe, sequence header) for a video tag body, legacy or enhanced RTMP.
+fn classify_video(p: &[u8]) -> (bool, bool) {
+    let b0 = p[0];
+    if b0 & VIDEO_EX_HEADER != 0 {
+        let frame_type = (b0 >> 4) & 0x07;
+        let packet_type = b0 & 0x0f;
+        let seq =
+            packet_type == VIDEO_EX_SEQUENCE_START || packet_type == VIDEO_EX_MPEG2TS_SEQUENCE_START;
+        return (frame_type == VIDEO_FRAME_KEY && !seq, seq);
+    }
+    let frame_type = b0 >> 4;
+    let codec = b0 & 0x0f;
+    let has_packet_type = matches!(
+        codec,
+        VIDEO_CODEC_AVC | VIDEO_CODEC_HEVC_LEGACY | VIDEO_CODEC_AV1_LEGACY
+    );
+    let seq = has_packet_type && p.len() > 1 && p[1] == 0;
+    (frame_type == VIDEO_FRAME_KEY && !seq, seq)
+}
+
+fn is_aac_sequence_header(p: &[u8]) -> bool {
+    p[0] >> 4 == AUDIO_FORMAT_AAC && p.len() > 1 && p[1] == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(t: u8, body: &[u8]) -> Option<Packet> {
+        Packet::from_message(t, 0, Bytes::copy_from_slice(body))
+    }
+
+    #[test]
+    fn classifies_avc() {
+        let seq = pkt(9, &[0x17, 0, 0, 0, 0, 1]).unwrap();
+        assert!(seq.sequence_header && !seq.keyframe);
+        let key = pkt(9, &[0x17, 1, 0, 0, 0, 9]).unwrap();
+        assert!(key.keyframe && !key.sequence_header);
+        let inter = pkt(9, &[0x27, 1, 0, 0, 0, 9]).unwrap();
+        assert!(!inter.keyframe && !inter.sequence_header);
+    }
+
+    #[test]
+    fn classifies_enhanced_hevc() {
+        // IsExHeader | key frame | SequenceStart, FourCC hvc1
+        let seq = pkt(9, &[0x90, b'h', b'v', b'c', b'1', 1]).unwrap();
+        assert!(seq.sequence_header && !seq.keyframe);
+        // IsExHeader | key frame | CodedFramesX
+        let key = pkt(9, &[0x93, b'h', b'v', b'c', b'1', 1]).unwrap();
+        assert!(key.keyframe);
+    }
+
+    #[test]
+    fn classifies_aac_and_mp3() {
+        assert!(pkt(8, &[0xaf, 0, 0x12, 0x10]).unwrap().sequence_header);
+        assert!(!pkt(8, &[0xaf, 1, 0x21]).unwrap().sequence_header);
+        assert!(!pkt(8, &[0x2f]).unwrap().sequence_header);
+        // a one-byte AAC tag (livego panicked on this) is plain audio
+        assert!(!pkt(8, &[0xaf]).unwrap().sequence_header);
+    }
+
+    #[test]
+    fn rejects_non_media_and_empty() {
+        assert!(pkt(20, &[2, 0, 1, b'x']).is_none());
+        assert!(pkt(9, &[]).is_none());
+        assert_eq!(pkt(18, &[2]).unwrap().kind, PacketKind::Meta);
+    }
+}
