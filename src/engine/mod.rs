@@ -1,1 +1,14 @@
-//! Per-shard engine: streams, mirrors, feeds, players, router messages.
+//! Per-shard engine: the streams a shard owns, mirrors of streams owned elsewhere, the feeds
+//! that fan packets out to local players, player queues, and the router messages between shards.
+
+mod feed;
+mod frame;
+mod hub;
+mod messages;
+mod queue;
+
+pub use feed::Feed;
+pub use frame::{Frame, OUT_CHUNK_SIZE, PLAY_STREAM_ID};
+pub use hub::{EngineConfig, Hub, PlayerTicket};
+pub use messages::{PublisherHandOff, ShardMsg};
+pub use queue::{nudge, ready, CloseReason, Item, PlayerQueue, QueueLimits, QueueRef};

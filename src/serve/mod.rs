@@ -1,1 +1,168 @@
-//! Listeners and connection tasks.
+//! Listeners and connection tasks: the main function of each data shard and of the control
+//! shard, and the RTMP connection handling.
+
+mod rtmp;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use shards::ShardCtx;
+
+use crate::config::Config;
+use crate::control::{KeyStore, MemoryKeyStore};
+use crate::engine::{EngineConfig, Hub, ShardMsg};
+use crate::media::GopLimits;
+use crate::rtmp::ServerConfig;
+
+use self::rtmp::{handle_connection, resume_publisher};
+use crate::engine::OUT_CHUNK_SIZE;
+
+/// How long a publish waits for the control shard to check its key.
+const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection task of a data shard needs.
+pub struct ShardState {
+    pub hub: Rc<Hub>,
+    pub cfg: Arc<Config>,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Duration,
+    pub play_wait_timeout: Duration,
+    control_id: usize,
+}
+
+impl ShardState {
+    pub fn rtmp_config(&self) -> ServerConfig {
+        ServerConfig {
+            max_message_size: self.cfg.max_message_size,
+            max_chunk_size: self.cfg.max_chunk_size,
+            out_chunk_size: OUT_CHUNK_SIZE,
+            window_ack_size: 2_500_000,
+            peer_bandwidth: 2_500_000,
+        }
+    }
+
+    pub fn app_is_live(&self, app: &str) -> bool {
+        self.cfg.app(app).is_some_and(|a| a.live)
+    }
+
+    /// Publish name -> room. With `rtmp_noauth` the name is the room; otherwise it must be a
+    /// channel key the control shard knows.
+    pub async fn resolve_publish(&self, name: &str) -> Result<String, String> {
+        if self.cfg.rtmp_noauth {
+            return Ok(name.to_string());
+        }
+        let reply = self
+            .hub
+            .router()
+            .request_timeout(
+                self.control_id,
+                ShardMsg::KeyLookup {
+                    key: name.to_string(),
+                },
+                KEY_LOOKUP_TIMEOUT,
+            )
+            .await;
+        match reply {
+            Ok(ShardMsg::KeyLookupReply(Ok(Some(room)))) => Ok(room),
+            Ok(ShardMsg::KeyLookupReply(Ok(None))) => {
+                Err(format!("invalid key: '{name}' is not a channel key"))
+            }
+            Ok(ShardMsg::KeyLookupReply(Err(e))) => Err(format!("key store unavailable: {e}")),
+            Ok(_) => Err("key lookup: unexpected reply".into()),
+            Err(e) => Err(format!("key lookup failed: {e:?}")),
+        }
+    }
+}
+
+/// Runs on every data shard: the engine hub, the router handler and the RTMP listener.
+pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
+    let engine = EngineConfig {
+        gop: GopLimits::with_gop_num(cfg.gop_num),
+    };
+    let hub = Hub::new(ctx.id, ctx.nr_shards, ctx.router.clone(), engine);
+    let st = Rc::new(ShardState {
+        hub: hub.clone(),
+        read_timeout: (cfg.read_timeout > Duration::ZERO).then_some(cfg.read_timeout),
+        write_timeout: if cfg.write_timeout > Duration::ZERO {
+            cfg.write_timeout
+        } else {
+            Duration::from_secs(3600)
+        },
+        play_wait_timeout: cfg.play_wait_timeout,
+        control_id: ctx.control_id,
+        cfg,
+    });
+    {
+        let st = st.clone();
+        ctx.router.serve(move |incoming| {
+            let from = incoming.from;
+            match incoming.msg {
+                ShardMsg::HandOff(h) => {
+                    glommio::spawn_local(resume_publisher(st.clone(), *h)).detach();
+                }
+                msg => st.hub.on_message(from, msg),
+            }
+        });
+    }
+    let listener = match shards::reuseport_listener(st.cfg.rtmp_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("shard {}: cannot listen on {}: {e}", ctx.id, st.cfg.rtmp_addr);
+            std::process::exit(1);
+        }
+    };
+    if ctx.id == 0 {
+        tracing::info!("RTMP Listen On {}", st.cfg.rtmp_addr);
+    }
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            ctx.stop.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(handle_connection(st.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!("accept: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Runs on the control shard: the key store, key lookups for publishers, the HTTP API.
+pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
+    let store: Rc<RefCell<dyn KeyStore>> = Rc::new(RefCell::new(MemoryKeyStore::new()));
+    {
+        let store = store.clone();
+        ctx.router.serve(move |incoming| {
+            if let ShardMsg::KeyLookup { key } = &incoming.msg {
+                let found = store
+                    .borrow_mut()
+                    .room_for_key(key)
+                    .map_err(|e| e.to_string());
+                incoming.reply(ShardMsg::KeyLookupReply(found));
+            }
+        });
+    }
+    let Some(api_addr) = cfg.api_addr else {
+        ctx.stop.wait().await;
+        return;
+    };
+    let listener = match glommio::net::TcpListener::bind(api_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {api_addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!("HTTP-API listen On {api_addr}");
+    let stop = ctx.stop.clone();
+    crate::control::serve_api(listener, store, async move { stop.wait().await }).await;
+}

@@ -1,0 +1,375 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use shards::Router;
+
+use crate::media::{GopLimits, Packet, TimestampNormaliser};
+
+use super::feed::Feed;
+use super::messages::ShardMsg;
+use super::queue::QueueRef;
+
+/// Engine settings every shard shares.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    pub gop: GopLimits,
+}
+
+/// The streams of one shard. Single-threaded: only this shard's tasks touch it, so it needs no
+/// locks; other shards talk to it through router messages.
+pub struct Hub {
+    shard: usize,
+    nr_shards: usize,
+    router: Router<ShardMsg>,
+    cfg: EngineConfig,
+    inner: RefCell<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Streams this shard owns (`shard_for(key) == shard`).
+    streams: HashMap<Arc<str>, Stream>,
+    /// Streams owned elsewhere that have players here.
+    mirrors: HashMap<Arc<str>, Mirror>,
+    next_id: u64,
+}
+
+struct Stream {
+    feed: Feed,
+    publisher: Option<PublisherSlot>,
+    /// Shards with players of this stream; each gets every packet once.
+    subscribers: Vec<usize>,
+    timestamps: TimestampNormaliser,
+}
+
+struct PublisherSlot {
+    id: u64,
+    /// Kept to kick the publisher on takeover (shutdown wakes its read with EOF).
+    fd: RawFd,
+}
+
+struct Mirror {
+    feed: Feed,
+    /// Packets from the owner are ignored until the snapshot of this subscription arrives
+    /// (stragglers of an earlier subscription may still be in flight).
+    synced: bool,
+}
+
+/// Where a player's feed lives, remembered to leave it again.
+pub struct PlayerTicket {
+    pub key: Arc<str>,
+    pub id: u64,
+}
+
+impl Hub {
+    pub fn new(shard: usize, nr_shards: usize, router: Router<ShardMsg>, cfg: EngineConfig) -> Rc<Hub> {
+        Rc::new(Hub {
+            shard,
+            nr_shards,
+            router,
+            cfg,
+            inner: RefCell::new(Inner::default()),
+        })
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    pub fn owner_of(&self, key: &str) -> usize {
+        shards::shard_for(key, self.nr_shards)
+    }
+
+    pub fn router(&self) -> &Router<ShardMsg> {
+        &self.router
+    }
+
+    fn next_id(&self) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        inner.next_id += 1;
+        // Unique across shards without coordination.
+        (inner.next_id << 8) | self.shard as u64
+    }
+
+    fn new_stream(&self) -> Stream {
+        Stream {
+            feed: Feed::new(self.cfg.gop),
+            publisher: None,
+            subscribers: Vec::new(),
+            timestamps: TimestampNormaliser::new(),
+        }
+    }
+
+    /// Registers a publisher on a stream this shard owns. A publisher already there is kicked
+    /// (livego's takeover semantics); players stay and continue on the new timeline.
+    pub async fn publish_begin(&self, key: &str, fd: RawFd) -> (Arc<str>, u64) {
+        let id = self.next_id();
+        let (key, notify) = {
+            let mut inner = self.inner.borrow_mut();
+            let key: Arc<str> = match inner.streams.get_key_value(key) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(key),
+            };
+            let fresh = self.new_stream();
+            let stream = inner.streams.entry(key.clone()).or_insert(fresh);
+            if let Some(old) = stream.publisher.take() {
+                tracing::info!(stream = %key, "publisher taken over by a new connection");
+                // SAFETY-free: shutdown on a descriptor the old publisher task still owns; it
+                // only makes that task's pending read return EOF.
+                unsafe { libc::shutdown(old.fd, libc::SHUT_RDWR) };
+            }
+            stream.publisher = Some(PublisherSlot { id, fd });
+            stream.timestamps.new_session();
+            let notify = if stream.feed.is_live() {
+                Vec::new()
+            } else {
+                stream.feed.set_live();
+                stream.subscribers.clone()
+            };
+            (key, notify)
+        };
+        for to in notify {
+            let _ = self.router.send(to, ShardMsg::Live { key: key.clone() }).await;
+        }
+        (key, id)
+    }
+
+    /// Fans a packet of the current publisher out to local players and subscribed shards.
+    /// Returns false when `id` is no longer the stream's publisher (it was taken over).
+    pub async fn publish_packet(&self, key: &Arc<str>, id: u64, mut packet: Packet) -> bool {
+        let mut blocked: Vec<(usize, ShardMsg)> = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Some(stream) = inner.streams.get_mut(key) else {
+                return false;
+            };
+            if stream.publisher.as_ref().map(|p| p.id) != Some(id) {
+                return false;
+            }
+            packet.timestamp = stream.timestamps.normalise(packet.timestamp);
+            for &to in &stream.subscribers {
+                let msg = ShardMsg::Packet {
+                    key: key.clone(),
+                    packet: packet.clone(),
+                };
+                if let Err(msg) = self.router.try_send(to, msg) {
+                    blocked.push((to, msg));
+                }
+            }
+            stream.feed.push(packet);
+        }
+        // A full channel means that shard is saturated: backpressure falls on this publisher
+        // only, and the packet is not lost.
+        for (to, msg) in blocked {
+            let _ = self.router.send(to, msg).await;
+        }
+        true
+    }
+
+    pub async fn publish_end(&self, key: &Arc<str>, id: u64) {
+        let notify = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(stream) = inner.streams.get_mut(key) else {
+                return;
+            };
+            if stream.publisher.as_ref().map(|p| p.id) != Some(id) {
+                return;
+            }
+            stream.publisher = None;
+            stream.feed.set_unpublished();
+            let notify = stream.subscribers.clone();
+            if notify.is_empty() && stream.feed.player_count() == 0 {
+                inner.streams.remove(key);
+            }
+            notify
+        };
+        for to in notify {
+            let _ = self
+                .router
+                .send(to, ShardMsg::Unpublished { key: key.clone() })
+                .await;
+        }
+    }
+
+    /// Adds a player of `key` on this shard. It is served from the local feed: the stream
+    /// itself when this shard owns it, otherwise a mirror subscribed to the owner.
+    pub async fn play_join(&self, key: &str, queue: QueueRef) -> PlayerTicket {
+        let id = self.next_id();
+        let owner = self.owner_of(key);
+        let (key, subscribe) = {
+            let mut inner = self.inner.borrow_mut();
+            if owner == self.shard {
+                let key: Arc<str> = match inner.streams.get_key_value(key) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(key),
+                };
+                let fresh = self.new_stream();
+                let stream = inner.streams.entry(key.clone()).or_insert(fresh);
+                stream.feed.add_player(id, queue);
+                (key, false)
+            } else {
+                let (key, new) = match inner.mirrors.get_key_value(key) {
+                    Some((k, _)) => (k.clone(), false),
+                    None => (Arc::from(key), true),
+                };
+                let gop = self.cfg.gop;
+                let mirror = inner.mirrors.entry(key.clone()).or_insert_with(|| Mirror {
+                    feed: Feed::new(gop),
+                    synced: false,
+                });
+                mirror.feed.add_player(id, queue);
+                (key, new)
+            }
+        };
+        if subscribe {
+            let _ = self
+                .router
+                .send(owner, ShardMsg::Subscribe { key: key.clone() })
+                .await;
+        }
+        PlayerTicket { key, id }
+    }
+
+    pub async fn play_leave(&self, ticket: &PlayerTicket) {
+        let owner = self.owner_of(&ticket.key);
+        let unsubscribe = {
+            let mut inner = self.inner.borrow_mut();
+            if owner == self.shard {
+                if let Some(stream) = inner.streams.get_mut(&ticket.key) {
+                    let empty = stream.feed.remove_player(ticket.id);
+                    if empty && stream.publisher.is_none() && stream.subscribers.is_empty() {
+                        inner.streams.remove(&ticket.key);
+                    }
+                }
+                false
+            } else {
+                match inner.mirrors.get_mut(&ticket.key) {
+                    Some(m) if m.feed.remove_player(ticket.id) => {
+                        inner.mirrors.remove(&ticket.key);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        if unsubscribe {
+            let _ = self
+                .router
+                .send(
+                    owner,
+                    ShardMsg::Unsubscribe {
+                        key: ticket.key.clone(),
+                    },
+                )
+                .await;
+        }
+    }
+
+    /// Handles the stream messages of the router. Called synchronously by the router's
+    /// receive loop, in arrival order, which keeps each owner->shard sequence intact.
+    pub fn on_message(self: &Rc<Self>, from: usize, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Subscribe { key } => self.on_subscribe(from, key),
+            ShardMsg::Unsubscribe { key } => {
+                let mut inner = self.inner.borrow_mut();
+                if let Some(stream) = inner.streams.get_mut(&key) {
+                    stream.subscribers.retain(|&s| s != from);
+                    if stream.subscribers.is_empty()
+                        && stream.publisher.is_none()
+                        && stream.feed.player_count() == 0
+                    {
+                        inner.streams.remove(&key);
+                    }
+                }
+            }
+            ShardMsg::Snapshot { key, live, packets } => {
+                let mut inner = self.inner.borrow_mut();
+                if let Some(m) = inner.mirrors.get_mut(&key) {
+                    if !m.synced {
+                        m.synced = true;
+                        if live {
+                            m.feed.set_live();
+                        }
+                        for p in packets {
+                            m.feed.push(p);
+                        }
+                    }
+                }
+            }
+            ShardMsg::Packet { key, packet } => {
+                if let Some(m) = self.inner.borrow_mut().mirrors.get_mut(&key) {
+                    if m.synced {
+                        m.feed.push(packet);
+                    }
+                }
+            }
+            ShardMsg::Live { key } => {
+                if let Some(m) = self.inner.borrow_mut().mirrors.get_mut(&key) {
+                    if m.synced {
+                        m.feed.set_live();
+                    }
+                }
+            }
+            ShardMsg::Unpublished { key } => {
+                if let Some(m) = self.inner.borrow_mut().mirrors.get_mut(&key) {
+                    if m.synced {
+                        m.feed.set_unpublished();
+                    }
+                }
+            }
+            ShardMsg::KeyLookup { .. } | ShardMsg::KeyLookupReply(_) | ShardMsg::HandOff(_) => {
+                tracing::warn!(from, "engine got a message meant for another layer");
+            }
+        }
+    }
+
+    /// A shard wants this stream: send it the cache, then add it to the subscribers in the same
+    /// synchronous step, so it gets every later packet exactly once.
+    fn on_subscribe(self: &Rc<Self>, from: usize, key: Arc<str>) {
+        let hub = self.clone();
+        glommio::spawn_local(async move {
+            // Bounded retries: a peer whose channel stays full for this long is wedged.
+            for _ in 0..10_000 {
+                {
+                    let mut inner = hub.inner.borrow_mut();
+                    let fresh = hub.new_stream();
+                    let stream = inner.streams.entry(key.clone()).or_insert(fresh);
+                    let msg = ShardMsg::Snapshot {
+                        key: key.clone(),
+                        live: stream.feed.is_live(),
+                        packets: stream.feed.snapshot(),
+                    };
+                    if hub.router.try_send(from, msg).is_ok() {
+                        if !stream.subscribers.contains(&from) {
+                            stream.subscribers.push(from);
+                        }
+                        return;
+                    }
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            tracing::error!(stream = %key, shard = from, "could not subscribe shard: channel full");
+        })
+        .detach();
+    }
+
+    /// Number of streams owned here with a publisher, and players on this shard.
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.borrow();
+        let publishers = inner
+            .streams
+            .values()
+            .filter(|s| s.publisher.is_some())
+            .count();
+        let players = inner
+            .streams
+            .values()
+            .map(|s| s.feed.player_count())
+            .chain(inner.mirrors.values().map(|m| m.feed.player_count()))
+            .sum();
+        (publishers, players)
+    }
+}

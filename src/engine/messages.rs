@@ -1,0 +1,43 @@
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use crate::media::Packet;
+use crate::rtmp::ServerSession;
+
+/// Everything that crosses shards. Stream keys travel as `Arc<str>` so a packet message costs
+/// one refcount increment, not a string copy.
+pub enum ShardMsg {
+    /// Data shard -> control: which room does this channel key publish to?
+    KeyLookup { key: String },
+    /// `Ok(None)` = unknown key; `Err` = the key store failed.
+    KeyLookupReply(Result<Option<String>, String>),
+    /// Accepting shard -> owner: a publisher connection, moved as a socket plus its RTMP state.
+    HandOff(Box<PublisherHandOff>),
+    /// Player shard -> owner: start sending me this stream (cache snapshot, then live packets).
+    Subscribe { key: Arc<str> },
+    /// Player shard -> owner: my last player of this stream left.
+    Unsubscribe { key: Arc<str> },
+    /// Owner -> subscriber: the cache at the moment of subscription; live packets follow.
+    Snapshot {
+        key: Arc<str>,
+        live: bool,
+        packets: Vec<Packet>,
+    },
+    Packet { key: Arc<str>, packet: Packet },
+    /// Owner -> subscribers: a publisher started.
+    Live { key: Arc<str> },
+    /// Owner -> subscribers: the publisher left.
+    Unpublished { key: Arc<str> },
+}
+
+/// A publisher accepted on one shard and handed to the stream's owner, which continues the
+/// same RTMP session on the same socket.
+pub struct PublisherHandOff {
+    pub fd: OwnedFd,
+    /// Carries everything already read from the socket (decoded events not yet polled too).
+    pub session: ServerSession,
+    pub app: String,
+    pub room: String,
+    pub peer: Option<SocketAddr>,
+}

@@ -1,0 +1,266 @@
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use super::frame::Frame;
+
+/// What a player's writer takes from its queue.
+#[derive(Clone)]
+pub enum Item {
+    Frame(Rc<Frame>),
+    /// The stream has a publisher (sent first when one exists, and again on republish).
+    Live,
+    /// The publisher left; the player may wait for the next one.
+    Unpublished,
+}
+
+/// Why a player's queue was closed by the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The player stayed behind even after its video was dropped down to audio.
+    TooSlow,
+    /// The connection's other half ended (peer closed, error).
+    Disconnected,
+    Shutdown,
+}
+
+/// Bounds that decide when a player is slow.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Media time the queue may hold before video is dropped to the next keyframe.
+    pub max_lag_ms: u32,
+    /// Queued bytes beyond which the player is disconnected (it cannot catch up).
+    pub max_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_lag_ms: 10_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A player's bounded queue. Filled by the feed (never blocks it), drained by the player's
+/// writer task. Slow players lose whole GOPs of video, never audio, metadata or sequence
+/// headers, and never out of order; a player that stays behind anyway is closed.
+pub struct PlayerQueue {
+    items: VecDeque<Item>,
+    bytes: usize,
+    limits: QueueLimits,
+    /// After a drop, video is skipped until the next keyframe.
+    skipping_video: bool,
+    closed: Option<CloseReason>,
+    waker: Option<Waker>,
+    pub dropped_packets: u64,
+}
+
+impl PlayerQueue {
+    pub fn new(limits: QueueLimits) -> Self {
+        PlayerQueue {
+            items: VecDeque::with_capacity(64),
+            bytes: 0,
+            limits,
+            skipping_video: false,
+            closed: None,
+            waker: None,
+            dropped_packets: 0,
+        }
+    }
+
+    /// Lets the queue hold at least `ms` of media before it counts as slow (a late joiner's
+    /// GOP-cache replay arrives all at once).
+    pub fn allow_lag(&mut self, ms: u32) {
+        self.limits.max_lag_ms = self.limits.max_lag_ms.max(ms);
+    }
+
+    pub fn push_event(&mut self, item: Item) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.items.push_back(item);
+        self.wake();
+    }
+
+    pub fn push_frame(&mut self, frame: &Rc<Frame>) {
+        if self.closed.is_some() {
+            return;
+        }
+        let p = &frame.packet;
+        if self.skipping_video && p.is_video() && !p.sequence_header {
+            if p.keyframe {
+                self.skipping_video = false;
+            } else {
+                self.dropped_packets += 1;
+                return;
+            }
+        }
+        self.bytes += frame.wire_len();
+        self.items.push_back(Item::Frame(frame.clone()));
+        if self.lag_ms() > self.limits.max_lag_ms {
+            self.drop_video();
+            if self.lag_ms() > self.limits.max_lag_ms.saturating_mul(2) {
+                self.close(CloseReason::TooSlow);
+                return;
+            }
+        }
+        if self.bytes > self.limits.max_bytes {
+            self.close(CloseReason::TooSlow);
+            return;
+        }
+        self.wake();
+    }
+
+    /// Media time between the oldest and the newest queued frame.
+    fn lag_ms(&self) -> u32 {
+        let ts = |it: &Item| match it {
+            Item::Frame(f) => Some(f.packet.timestamp),
+            _ => None,
+        };
+        let first = self.items.iter().find_map(ts);
+        let last = self.items.iter().rev().find_map(ts);
+        match (first, last) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        }
+    }
+
+    fn drop_video(&mut self) {
+        let before = self.items.len();
+        let mut bytes = self.bytes;
+        self.items.retain(|it| match it {
+            Item::Frame(f) if f.packet.is_video() && !f.packet.sequence_header => {
+                bytes -= f.wire_len();
+                false
+            }
+            _ => true,
+        });
+        self.bytes = bytes;
+        self.dropped_packets += (before - self.items.len()) as u64;
+        self.skipping_video = true;
+    }
+
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.closed.is_none() {
+            self.closed = Some(reason);
+            self.items.clear();
+            self.bytes = 0;
+        }
+        self.wake();
+    }
+
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.closed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn pop(&mut self) -> Option<Item> {
+        let it = self.items.pop_front()?;
+        if let Item::Frame(f) = &it {
+            self.bytes -= f.wire_len();
+        }
+        Some(it)
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Shared handle to a player's queue (the feed pushes, the writer pops, same shard).
+pub type QueueRef = Rc<std::cell::RefCell<PlayerQueue>>;
+
+/// Waits until the queue has something to take or was closed, or `extra` says to wake (the
+/// writer also has to send what the RTMP session produced).
+pub async fn ready(queue: &QueueRef, extra: impl Fn() -> bool) {
+    poll_fn(|cx| {
+        let mut q = queue.borrow_mut();
+        if !q.items.is_empty() || q.closed.is_some() || extra() {
+            Poll::Ready(())
+        } else {
+            q.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Wakes a writer waiting in [`ready`] (used when the `extra` condition becomes true).
+pub fn nudge(queue: &QueueRef) {
+    queue.borrow_mut().wake();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Packet;
+    use bytes::Bytes;
+
+    fn frame(kind: u8, ts: u32, key: bool) -> Rc<Frame> {
+        let body = match kind {
+            9 if key => vec![0x17, 1, 0, 0, 0, 0],
+            9 => vec![0x27, 1, 0, 0, 0, 0],
+            _ => vec![0xaf, 1, 0],
+        };
+        Rc::new(Frame::new(
+            Packet::from_message(kind, ts, Bytes::from(body)).unwrap(),
+        ))
+    }
+
+    fn drain(q: &mut PlayerQueue) -> Vec<(u8, u32)> {
+        let mut out = vec![];
+        while let Some(it) = q.pop() {
+            if let Item::Frame(f) = it {
+                out.push((f.packet.type_id(), f.packet.timestamp));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn slow_player_loses_video_until_keyframe_keeps_audio_in_order() {
+        let mut q = PlayerQueue::new(QueueLimits {
+            max_lag_ms: 100,
+            max_bytes: 1 << 20,
+        });
+        q.push_frame(&frame(9, 0, true));
+        for ts in (10..=120).step_by(10) {
+            q.push_frame(&frame(if ts % 20 == 0 { 9 } else { 8 }, ts, false));
+        }
+        // lag passed 100 ms at ts 110: queued video dropped, audio kept in order
+        for ts in [130, 140] {
+            q.push_frame(&frame(9, ts, false)); // skipped: waiting for a keyframe
+        }
+        // the writer catches up on the (small) audio, then the next GOP flows again
+        let mut got = drain(&mut q);
+        q.push_frame(&frame(9, 150, true));
+        q.push_frame(&frame(9, 160, false));
+        got.extend(drain(&mut q));
+        let audio: Vec<_> = got.iter().filter(|f| f.0 == 8).map(|f| f.1).collect();
+        assert_eq!(audio, vec![10, 30, 50, 70, 90, 110]);
+        let video: Vec<_> = got.iter().filter(|f| f.0 == 9).map(|f| f.1).collect();
+        assert_eq!(video, vec![150, 160]);
+        assert!(got.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert!(q.dropped_packets >= 7);
+    }
+
+    #[test]
+    fn hopeless_player_is_closed() {
+        let mut q = PlayerQueue::new(QueueLimits {
+            max_lag_ms: 100,
+            max_bytes: 1 << 20,
+        });
+        for ts in (0..=300).step_by(10) {
+            q.push_frame(&frame(8, ts, false));
+        }
+        assert_eq!(q.closed(), Some(CloseReason::TooSlow));
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,400 @@
+//! One RTMP connection's life: handshake and command phase on the accepting shard, then either
+//! a publisher (moved to the stream's owner shard) or a player (served where it was accepted).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use crate::engine::{nudge, ready, Item, PlayerQueue, PublisherHandOff, QueueLimits, QueueRef, ShardMsg};
+use crate::media::Packet;
+use crate::rtmp::{Message, ServerEvent, ServerSession};
+
+use super::ShardState;
+
+/// Handshake plus everything up to publish/play must finish within this time (livego had no
+/// limit there, which let idle sockets pile up).
+const COMMAND_PHASE_TIMEOUT: Duration = Duration::from_secs(15);
+const READ_BUF: usize = 64 * 1024;
+/// Frames taken from a player's queue per vectored write; bounds latency for the other tasks.
+const MAX_BATCH_FRAMES: usize = 512;
+
+type ConnResult<T> = Result<T, String>;
+
+enum Next {
+    Closed,
+    Publish {
+        app: String,
+        room: String,
+    },
+    Play {
+        key: String,
+    },
+}
+
+pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let mut session = ServerSession::new(st.rtmp_config());
+    let deadline = async {
+        Timer::new(COMMAND_PHASE_TIMEOUT).await;
+        Err("handshake/command phase timed out".to_string())
+    };
+    let next = future::or(command_phase(&st, &mut stream, &mut session), deadline).await;
+    let result = match next {
+        Ok(Next::Closed) => Ok(()),
+        Ok(Next::Publish { app, room }) => start_publish(st, stream, session, app, room, peer).await,
+        Ok(Next::Play { key }) => play(st, stream, session, key).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::info!(peer = ?peer, "rtmp connection closed: {e}");
+    }
+}
+
+async fn flush(stream: &mut TcpStream, session: &mut ServerSession) -> ConnResult<()> {
+    while let Some(out) = session.take_output() {
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn command_phase(
+    st: &Rc<ShardState>,
+    stream: &mut TcpStream,
+    session: &mut ServerSession,
+) -> ConnResult<Next> {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut app: Option<String> = None;
+    loop {
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                ServerEvent::Connect { app: name, .. } => {
+                    if st.app_is_live(&name) {
+                        session.accept_connect();
+                        app = Some(name);
+                    } else {
+                        session.reject_connect(&format!("application name={name} is not configured"));
+                        flush(stream, session).await?;
+                        return Err(format!("application name={name} is not configured"));
+                    }
+                }
+                ServerEvent::Publish { name, .. } => {
+                    let Some(app) = app.clone() else {
+                        return Err("publish before connect".into());
+                    };
+                    match st.resolve_publish(&name).await {
+                        Ok(room) => {
+                            flush(stream, session).await?;
+                            return Ok(Next::Publish { app, room });
+                        }
+                        Err(reason) => {
+                            session.reject_publish("NetStream.Publish.BadName", &reason);
+                            flush(stream, session).await?;
+                            return Err(format!("publish refused: {reason}"));
+                        }
+                    }
+                }
+                ServerEvent::Play { name, .. } => {
+                    let Some(app) = app.clone() else {
+                        return Err("play before connect".into());
+                    };
+                    flush(stream, session).await?;
+                    return Ok(Next::Play {
+                        key: format!("{app}/{name}"),
+                    });
+                }
+                ServerEvent::Media(_) => return Err("media before publish".into()),
+                ServerEvent::Unpublish { .. } | ServerEvent::CloseStream { .. } => {}
+            }
+        }
+        flush(stream, session).await?;
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Ok(Next::Closed);
+        }
+        session.feed(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+}
+
+async fn start_publish(
+    st: Rc<ShardState>,
+    stream: TcpStream,
+    session: ServerSession,
+    app: String,
+    room: String,
+    peer: Option<SocketAddr>,
+) -> ConnResult<()> {
+    let owner = st.hub.owner_of(&format!("{app}/{room}"));
+    if owner == st.hub.shard() {
+        return run_publisher(st, stream, session, app, room, peer).await;
+    }
+    let fd = shards::detach(stream).map_err(|e| format!("hand-off: {e}"))?;
+    let handoff = PublisherHandOff {
+        fd,
+        session,
+        app,
+        room,
+        peer,
+    };
+    st.hub
+        .router()
+        .send(owner, ShardMsg::HandOff(Box::new(handoff)))
+        .await
+        .map_err(|_| "hand-off: owner shard unreachable".to_string())
+}
+
+/// Continues a publisher handed over by another shard.
+pub async fn resume_publisher(st: Rc<ShardState>, h: PublisherHandOff) {
+    let stream = shards::attach(h.fd);
+    let peer = h.peer;
+    if let Err(e) = run_publisher(st, stream, h.session, h.app, h.room, peer).await {
+        tracing::info!(peer = ?peer, "rtmp publisher closed: {e}");
+    }
+}
+
+async fn run_publisher(
+    st: Rc<ShardState>,
+    mut stream: TcpStream,
+    mut session: ServerSession,
+    app: String,
+    room: String,
+    peer: Option<SocketAddr>,
+) -> ConnResult<()> {
+    let (key, id) = st
+        .hub
+        .publish_begin(&format!("{app}/{room}"), stream.as_raw_fd())
+        .await;
+    tracing::info!(stream = %key, peer = ?peer, shard = st.hub.shard(), "publish start");
+    session.accept_publish();
+    let _ = stream.set_read_timeout(st.read_timeout);
+    let result = publish_loop(&st, &mut stream, &mut session, &key, id).await;
+    st.hub.publish_end(&key, id).await;
+    tracing::info!(stream = %key, peer = ?peer, "publish end");
+    result
+}
+
+async fn publish_loop(
+    st: &Rc<ShardState>,
+    stream: &mut TcpStream,
+    session: &mut ServerSession,
+    key: &Arc<str>,
+    id: u64,
+) -> ConnResult<()> {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                ServerEvent::Media(msg) => {
+                    let Some(packet) = packet_of(msg) else { continue };
+                    if !st.hub.publish_packet(key, id, packet).await {
+                        return Err("taken over by another publisher".into());
+                    }
+                }
+                ServerEvent::Unpublish { .. } => return Ok(()),
+                ServerEvent::Publish { .. } | ServerEvent::Play { .. } => {
+                    return Err("second publish/play on a publishing connection".into())
+                }
+                ServerEvent::Connect { .. } | ServerEvent::CloseStream { .. } => {}
+            }
+        }
+        flush(stream, session).await?;
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err("read timeout: publisher idle".into())
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        };
+        session.feed(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+}
+
+/// RTMP message -> engine packet. AMF3 data messages (type 15) carry one leading format byte
+/// before plain AMF0, so they become ordinary AMF0 data.
+fn packet_of(msg: Message) -> Option<Packet> {
+    let (type_id, payload) = if msg.type_id == 15 && !msg.payload.is_empty() {
+        (18, msg.payload.slice(1..))
+    } else {
+        (msg.type_id, msg.payload)
+    };
+    Packet::from_message(type_id, msg.timestamp, payload)
+}
+
+async fn play(
+    st: Rc<ShardState>,
+    stream: TcpStream,
+    session: ServerSession,
+    key: String,
+) -> ConnResult<()> {
+    let (rd, mut wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
+    let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
+    let session = Rc::new(RefCell::new(session));
+    let control: Rc<RefCell<VecDeque<Bytes>>> = Rc::new(RefCell::new(VecDeque::new()));
+    let ticket = st.hub.play_join(&key, queue.clone()).await;
+    tracing::info!(stream = %key, shard = st.hub.shard(), "play start");
+
+    let reader = glommio::spawn_local(player_reader(
+        rd,
+        session.clone(),
+        queue.clone(),
+        control.clone(),
+    ));
+    let result = player_writer(&st, &mut wr, &session, &queue, &control).await;
+    st.hub.play_leave(&ticket).await;
+    wr.shutdown();
+    let _ = reader.await;
+    tracing::info!(stream = %key, "play end");
+    result
+}
+
+/// Reads what a player sends (acks, pings, closeStream) and hands the session's replies to the
+/// writer, which owns the socket's write side.
+async fn player_reader(
+    mut rd: shards::ReadHalf,
+    session: Rc<RefCell<ServerSession>>,
+    queue: QueueRef,
+    control: Rc<RefCell<VecDeque<Bytes>>>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut s = session.borrow_mut();
+        if let Err(e) = s.feed(&buf[..n]) {
+            tracing::info!("rtmp player protocol error: {e}");
+            break;
+        }
+        let mut stop = false;
+        while let Some(ev) = s.poll_event() {
+            if matches!(
+                ev,
+                ServerEvent::CloseStream { .. } | ServerEvent::Unpublish { .. }
+            ) {
+                stop = true;
+            }
+        }
+        while let Some(out) = s.take_output() {
+            control.borrow_mut().push_back(out);
+        }
+        drop(s);
+        nudge(&queue);
+        if stop {
+            break;
+        }
+    }
+    queue
+        .borrow_mut()
+        .close(crate::engine::CloseReason::Disconnected);
+}
+
+async fn player_writer(
+    st: &Rc<ShardState>,
+    wr: &mut shards::WriteHalf,
+    session: &Rc<RefCell<ServerSession>>,
+    queue: &QueueRef,
+    control: &Rc<RefCell<VecDeque<Bytes>>>,
+) -> ConnResult<()> {
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
+    let mut started = false;
+    let mut waiting_since = Some(Instant::now());
+    loop {
+        let woke = ready(queue, || !control.borrow().is_empty());
+        match waiting_since {
+            Some(since) => {
+                let left = st.play_wait_timeout.saturating_sub(since.elapsed());
+                let timed_out = future::or(
+                    async {
+                        woke.await;
+                        false
+                    },
+                    async {
+                        Timer::new(left).await;
+                        true
+                    },
+                )
+                .await;
+                if timed_out {
+                    session.borrow_mut().reject_play(
+                        "NetStream.Play.StreamNotFound",
+                        "No such stream: nothing is published under this name.",
+                    );
+                    take_session_output(session, &mut batch);
+                    let _ = wr.write_vectored_all(&mut batch).await;
+                    return Err("no publisher within play_wait_timeout".into());
+                }
+            }
+            None => woke.await,
+        }
+        if let Some(reason) = queue.borrow().closed() {
+            return Err(format!("player closed: {reason:?}"));
+        }
+        batch.extend(control.borrow_mut().drain(..));
+        for _ in 0..MAX_BATCH_FRAMES {
+            let Some(item) = queue.borrow_mut().pop() else { break };
+            match item {
+                Item::Live => {
+                    let mut s = session.borrow_mut();
+                    if started {
+                        s.play_publish_notify();
+                    } else {
+                        s.accept_play();
+                        started = true;
+                    }
+                    drop(s);
+                    waiting_since = None;
+                    take_session_output(session, &mut batch);
+                }
+                Item::Unpublished => {
+                    session.borrow_mut().play_unpublish_notify();
+                    take_session_output(session, &mut batch);
+                    waiting_since = Some(Instant::now());
+                }
+                Item::Frame(f) => {
+                    if started {
+                        batch.push_back(f.rtmp().clone());
+                    }
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let write = async { wr.write_vectored_all(&mut batch).await.map(|_| false) };
+        let stuck = async {
+            Timer::new(st.write_timeout).await;
+            Ok(true)
+        };
+        match future::or(write, stuck).await {
+            Ok(false) => {}
+            Ok(true) => return Err("write timeout: player stuck".into()),
+            Err(e) => return Err(format!("write: {e}")),
+        }
+        batch.clear();
+    }
+}
+
+fn take_session_output(session: &Rc<RefCell<ServerSession>>, batch: &mut VecDeque<Bytes>) {
+    let mut s = session.borrow_mut();
+    while let Some(out) = s.take_output() {
+        batch.push_back(out);
+    }
+}
