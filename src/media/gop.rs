@@ -53,7 +53,8 @@ impl<F: AsRef<Packet> + Clone> GopCache<F> {
     pub fn push(&mut self, item: &F) {
         let p = item.as_ref();
         match p.kind {
-            PacketKind::Meta => self.meta = Some(item.clone()),
+            PacketKind::Meta if p.is_on_metadata() => self.meta = Some(item.clone()),
+            PacketKind::Meta => {}
             PacketKind::Video if p.sequence_header => self.video_header = Some(item.clone()),
             PacketKind::Audio if p.sequence_header => self.audio_header = Some(item.clone()),
             PacketKind::Video if p.keyframe => {
@@ -155,7 +156,7 @@ mod tests {
     fn feed(c: &mut GopCache<Packet>) {
         let vseq = Packet::from_message(9, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0, 1])).unwrap();
         let aseq = Packet::from_message(8, 0, Bytes::from_static(&[0xaf, 0, 0x12])).unwrap();
-        let meta = Packet::from_message(18, 0, Bytes::from_static(&[2, 0, 1, b'x'])).unwrap();
+        let meta = Packet::from_message(18, 0, Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")).unwrap();
         for p in [meta, vseq, aseq, audio(0)] {
             c.push(&p);
         }

@@ -75,6 +75,12 @@ impl Packet {
         }
     }
 
+    /// True for an AMF0 `onMetaData` data message (other data, e.g. cue points, is relayed
+    /// but not cached as the stream's metadata).
+    pub fn is_on_metadata(&self) -> bool {
+        self.kind == PacketKind::Meta && self.payload.starts_with(b"\x02\x00\x0aonMetaData")
+    }
+
     pub fn is_video(&self) -> bool {
         self.kind == PacketKind::Video
     }
