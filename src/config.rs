@@ -751,9 +751,11 @@ mod tests {
             cfg.warnings,
             vec![format!("{NO_FILE} not found: using default config")]
         );
-        let mut expected = Config::default();
-        expected.config_file = PathBuf::from(NO_FILE);
-        expected.warnings = cfg.warnings.clone();
+        let expected = Config {
+            config_file: PathBuf::from(NO_FILE),
+            warnings: cfg.warnings.clone(),
+            ..Config::default()
+        };
         assert_eq!(cfg, expected);
         assert_eq!(cfg.rtmp_addr, "0.0.0.0:1935".parse().expect("addr"));
         assert_eq!(cfg.httpflv_addr.port(), 7001);
@@ -1101,8 +1103,10 @@ appname = "live"
         assert!(live.live && live.hls && live.flv && live.api);
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
         // The shipped file documents the defaults; loading it must not change them.
-        let mut expected = Config::default();
-        expected.config_file = PathBuf::from(path);
+        let expected = Config {
+            config_file: PathBuf::from(path),
+            ..Config::default()
+        };
         assert_eq!(cfg, expected);
     }
 }
