@@ -433,8 +433,10 @@ impl Config {
         }
 
         for (key, value) in flags.values() {
+            // Name the flag as the user typed it (`--shards`, not the file's `shards.count`).
+            let label = if key == "shards.count" { "shards" } else { key };
             cfg.set_scalar(key, value)
-                .map_err(|e| ConfigError::Invalid(format!("{key}: {}", e.describe())))?;
+                .map_err(|e| ConfigError::Invalid(format!("{label}: {}", e.describe())))?;
         }
         Ok(cfg)
     }
@@ -900,7 +902,7 @@ mod tests {
             ("--read_timeout=0", "read_timeout: invalid value '0'"),
             ("--write_timeout=abc", "write_timeout: invalid value 'abc'"),
             ("--level=loud", "level: invalid value 'loud'"),
-            ("--shards=x", "shards.count: invalid value 'x'"),
+            ("--shards=x", "shards: invalid value 'x'"),
             (
                 "--play_wait_timeout=-5",
                 "play_wait_timeout: invalid value '-5'",

@@ -220,6 +220,36 @@ async fn send(
     write_with_deadline(stream, &out, opts.write_timeout).await
 }
 
+/// How long, and how many bytes, of unread request data are discarded after an error reply.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Sends an error reply and closes gracefully. Closing a socket with unread input makes the
+/// kernel send RST, which can destroy the reply before the client reads it (typical after 413
+/// or 431, when the client is still sending); so the write side is shut first and the rest of
+/// the input is read and dropped for a bounded time.
+async fn reject(
+    stream: &mut TcpStream,
+    resp: &Response,
+    opts: &ApiServerOptions,
+) -> io::Result<()> {
+    send(stream, resp, true, opts).await?;
+    stream.shutdown(std::net::Shutdown::Write).await?;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut sink = BytesMut::with_capacity(4096);
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match read_more(stream, &mut sink, deadline).await? {
+            ReadOutcome::Data => {
+                drained += sink.len();
+                sink.clear();
+            }
+            ReadOutcome::Eof | ReadOutcome::TimedOut => break,
+        }
+    }
+    Ok(())
+}
+
 async fn serve_connection(
     mut stream: TcpStream,
     router: Rc<ControlRouter>,
@@ -246,7 +276,7 @@ async fn connection_loop(
             match parse_head(&buf, &opts.limits) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) => {}
-                Err(e) => return send(stream, &error_response(&e), true, opts).await,
+                Err(e) => return reject(stream, &error_response(&e), opts).await,
             }
             match read_more(stream, &mut buf, head_deadline).await? {
                 ReadOutcome::Data => {}
@@ -254,7 +284,7 @@ async fn connection_loop(
                 ReadOutcome::TimedOut if buf.is_empty() => return Ok(()),
                 ReadOutcome::TimedOut => {
                     let resp = envelope(408, Value::String("request timeout".into())).with_close();
-                    return send(stream, &resp, true, opts).await;
+                    return reject(stream, &resp, opts).await;
                 }
             }
         };
@@ -262,13 +292,7 @@ async fn connection_loop(
 
         let body_len = head.content_length.unwrap_or(0);
         if body_len > opts.max_body {
-            return send(
-                stream,
-                &error_response(&HttpError::BodyTooLarge),
-                true,
-                opts,
-            )
-            .await;
+            return reject(stream, &error_response(&HttpError::BodyTooLarge), opts).await;
         }
         if body_len > buf.len() && head.has_token("expect", "100-continue") {
             write_with_deadline(stream, b"HTTP/1.1 100 Continue\r\n\r\n", opts.write_timeout)
@@ -281,7 +305,7 @@ async fn connection_loop(
                 ReadOutcome::Eof => return Ok(()),
                 ReadOutcome::TimedOut => {
                     let resp = envelope(408, Value::String("request timeout".into())).with_close();
-                    return send(stream, &resp, true, opts).await;
+                    return reject(stream, &resp, opts).await;
                 }
             }
         }
@@ -535,11 +559,15 @@ mod tests {
         let (status, _, _) = request(&server, long.as_bytes());
         assert_eq!(status, 414);
 
-        let (status, _, body) = request(
-            &server,
-            b"POST /control/get HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
-        );
+        // An oversized body is refused; the reply survives the unread upload (lingering close).
+        let mut s = server.connect();
+        let mut upload = b"POST /control/get HTTP/1.1\r\nContent-Length: 70000\r\n\r\n".to_vec();
+        upload.extend(std::iter::repeat(b'r').take(70000));
+        let _ = s.write_all(&upload);
+        let (status, _, body) = read_response(&mut s);
         assert_eq!(status, 413);
+        let _ = s.shutdown(Shutdown::Write);
+        assert_closed(&mut s);
         assert_eq!(body, r#"{"status":413,"data":"request body too large"}"#);
     }
 
