@@ -13,11 +13,12 @@
 //!
 //! The receive loops start as soon as the router exists, so replies reach a shard even before it
 //! calls [`Router::serve`]. One-way messages and requests that arrive before a handler is installed
-//! wait in their channel (backpressure, nothing is dropped): the loop for that peer pauses until
-//! `serve` is called, which also delays replies queued behind them from the same peer.
+//! are kept (in arrival order) and handed to the handler when `serve` is called. That early
+//! buffer is bounded (`channel_capacity` x peers); once full, the loops stop reading and senders
+//! feel backpressure, as they would with a slow handler.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -144,6 +145,40 @@ struct Inner<M: Send + 'static> {
     pending: RefCell<HashMap<u64, Pending<M>>>,
     handler: RefCell<Option<Handler<M>>>,
     handler_waiters: RefCell<Vec<Waker>>,
+    early: RefCell<VecDeque<Incoming<M>>>,
+    early_limit: usize,
+    close: Rc<CloseState>,
+}
+
+#[derive(Default)]
+struct CloseState {
+    closed: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl CloseState {
+    fn close(&self) -> bool {
+        if self.closed.replace(true) {
+            return false;
+        }
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+        true
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closed.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// This shard's end of the mesh. Clones are cheap and share state; not `Send` (per shard).
@@ -201,15 +236,19 @@ impl<M: Send + 'static> Router<M> {
         local_capacity: usize,
     ) -> Self {
         let (local_tx, local_rx) = local_channel::new_bounded(local_capacity.max(1));
+        let nr_peers = senders.nr_consumers();
         let inner = Rc::new(Inner {
             id: senders.peer_id(),
-            nr_peers: senders.nr_consumers(),
+            nr_peers,
             senders,
             local_tx,
             next_corr: Cell::new(1),
             pending: RefCell::new(HashMap::new()),
             handler: RefCell::new(None),
             handler_waiters: RefCell::new(Vec::new()),
+            early: RefCell::new(VecDeque::new()),
+            early_limit: local_capacity.max(1).saturating_mul(nr_peers.max(1)),
+            close: Rc::default(),
         });
         let router = Router { inner };
         for (from, rx) in receivers.streams() {
@@ -223,8 +262,15 @@ impl<M: Send + 'static> Router<M> {
         // The loop holds only a weak reference: when every user clone of the router is gone the
         // shard is shutting down and the loop ends instead of keeping the channels alive.
         let weak = Rc::downgrade(&self.inner);
+        let close = self.inner.close.clone();
         glommio::spawn_local(async move {
-            while let Some(env) = source.recv().await {
+            loop {
+                let next = futures_lite::future::or(source.recv(), async {
+                    close.wait().await;
+                    None
+                })
+                .await;
+                let Some(env) = next else { break };
                 let Some(inner) = weak.upgrade() else { break };
                 Router { inner }.dispatch(from, env).await;
             }
@@ -248,7 +294,15 @@ impl<M: Send + 'static> Router<M> {
     /// Installs the handler for one-way messages and requests (replacing any previous one) and
     /// releases receive loops that were waiting for it.
     pub fn serve(&self, handler: impl Fn(Incoming<M>) + 'static) {
-        *self.inner.handler.borrow_mut() = Some(Rc::new(handler));
+        let handler: Handler<M> = Rc::new(handler);
+        *self.inner.handler.borrow_mut() = Some(handler.clone());
+        // Deliver what arrived before the handler existed, oldest first, before any loop runs
+        // again, so per-peer order is kept.
+        loop {
+            let next = self.inner.early.borrow_mut().pop_front();
+            let Some(inc) = next else { break };
+            handler(inc);
+        }
         let waiters = std::mem::take(&mut *self.inner.handler_waiters.borrow_mut());
         for w in waiters {
             w.wake();
@@ -442,12 +496,33 @@ impl<M: Send + 'static> Router<M> {
                 }),
             ),
         };
-        let handler = WaitHandler { router: self }.await;
-        handler(Incoming {
+        let inc = Incoming {
             from,
             msg,
             responder,
-        });
+        };
+        let installed = self.inner.handler.borrow().clone();
+        if let Some(handler) = installed {
+            handler(inc);
+            return;
+        }
+        if self.inner.early.borrow().len() < self.inner.early_limit {
+            self.inner.early.borrow_mut().push_back(inc);
+            return;
+        }
+        // Early buffer full: stop reading this peer until a handler exists (backpressure).
+        let handler = WaitHandler { router: self }.await;
+        handler(inc);
+    }
+
+    /// Closes this shard's end of the mesh: peers' sends to it fail with `Closed`, their pending
+    /// requests to it fail, and the receive loops end. Called by the runtime when the shard's
+    /// main future returns: the leftover tasks of a finished executor are not dropped in a way
+    /// that notifies the peers, so without this the channels would look open forever.
+    pub(crate) fn close(&self) {
+        if self.inner.close.close() {
+            self.inner.senders.close();
+        }
     }
 }
 

@@ -260,15 +260,21 @@ where
                     id,
                     "{thread_name}: mesh peer id differs from shard index (executors built out of order)"
                 );
+                let router = Router::new(senders, receivers, capacity);
                 let ctx = ShardCtx {
                     id,
                     nr_shards,
                     control_id: nr_shards,
-                    router: Router::new(senders, receivers, capacity),
+                    router: router.clone(),
                     stop: stop.signal(),
                 };
                 tracing::debug!(shard = id, "shard running");
                 main(ctx).await;
+                router.close();
+                // Let the receive loops observe the close and drop their channel ends while
+                // the reactor is still alive to notify the peers.
+                futures_lite::future::yield_now().await;
+                tracing::debug!(shard = id, "shard finished");
             });
         })?;
     match ready_rx.recv() {
