@@ -39,7 +39,13 @@ pub fn split(stream: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
     }
     // SAFETY: `fd` is a fresh descriptor that the new stream takes ownership of.
     let write = unsafe { TcpStream::from_raw_fd(fd) };
-    Ok((ReadHalf { stream }, WriteHalf { stream: write }))
+    Ok((
+        ReadHalf { stream },
+        WriteHalf {
+            stream: write,
+            stalls: 0,
+        },
+    ))
 }
 
 fn shutdown_fd(fd: RawFd) {
@@ -93,6 +99,7 @@ impl AsyncRead for ReadHalf {
 /// The writing side, on its own fd.
 pub struct WriteHalf {
     stream: TcpStream,
+    stalls: u64,
 }
 
 impl AsRawFd for WriteHalf {
@@ -102,6 +109,12 @@ impl AsRawFd for WriteHalf {
 }
 
 impl WriteHalf {
+    /// How many times a vectored write found the socket buffer full and had to wait: a measure
+    /// of how far behind the peer is.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.stream.write_all(buf).await
     }
@@ -132,6 +145,7 @@ impl WriteHalf {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stalls += 1;
                     let n = self.wait_writable(bufs).await?;
                     total += n;
                 }
@@ -207,6 +221,24 @@ fn advance(bufs: &mut VecDeque<Bytes>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn advance_leaves_exactly_the_unsent_suffix(
+            parts in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..30),
+            cut in 0usize..2000,
+        ) {
+            let all: Vec<u8> = parts.iter().flatten().copied().collect();
+            let mut q: VecDeque<Bytes> = parts.into_iter().map(Bytes::from).collect();
+            advance(&mut q, cut);
+            let rest: Vec<u8> = q.iter().flat_map(|b| b.iter().copied()).collect();
+            proptest::prop_assert_eq!(&rest[..], &all[cut.min(all.len())..]);
+            // A partially sent buffer stays at the front; fully sent ones are gone.
+            if cut > 0 && cut < all.len() {
+                proptest::prop_assert!(q.front().is_some_and(|b| !b.is_empty()));
+            }
+        }
+    }
 
     #[test]
     fn advance_pops_and_splits() {

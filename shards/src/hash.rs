@@ -59,6 +59,14 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn always_a_valid_index(key in ".*", n in 1usize..512) {
+            proptest::prop_assert!(shard_for(&key, n) < n);
+            proptest::prop_assert_eq!(shard_for(&key, n), shard_for(&key, n));
+        }
+    }
+
     #[test]
     fn zero_shards_is_shard_zero() {
         assert_eq!(shard_for("live/movie", 0), 0);

@@ -24,9 +24,10 @@ pub fn reuseport_listener(addr: SocketAddr) -> io::Result<glommio::net::TcpListe
     socket.set_cloexec(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    // glommio accepts with a nonblocking accept(2) first and an io_uring accept second; it
-    // toggles O_NONBLOCK itself around the first, so the socket's own mode stays blocking here:
-    // a nonblocking listener would make the io_uring accept complete with EAGAIN.
+    // glommio accepts with a nonblocking accept(2) first (toggling O_NONBLOCK itself around it)
+    // and an io_uring accept second. Its own `bind` leaves the listener blocking, so keep that
+    // mode: it is the one glommio's io_uring accept path is written and tested for on every
+    // kernel (a nonblocking listener works on recent kernels, but that is not glommio's contract).
     socket.set_nonblocking(false)?;
     // SAFETY: the fd comes from a freshly created, bound and listening socket that we own and
     // give away here exactly once.
