@@ -1,1 +1,31 @@
-//! Thread-per-core runtime: pinned glommio executors, SO_REUSEPORT listeners, router mesh.
+//! Thread-per-core runtime: pinned glommio executors, SO_REUSEPORT listeners, a cross-shard router.
+//!
+//! The server runs one glommio executor per CPU ("data shard") plus one unpinned control
+//! executor. Nothing is shared between shards: the kernel spreads connections over the shards'
+//! SO_REUSEPORT listeners ([`reuseport_listener`]), stream state lives on the shard chosen by
+//! [`shard_for`], and everything else crosses the [`Router`] as a message. The crate knows
+//! nothing about media; the server picks the message type `M`.
+//!
+//! - [`hash`]: the stable key -> shard mapping.
+//! - [`runtime`]: building, pinning, starting and stopping the executors.
+//! - [`router`]: one-way messages, request/reply, broadcast over glommio's channel mesh.
+//! - [`listener`]: per-shard SO_REUSEPORT listeners.
+//! - [`conn`]: a connection split into a read half and a write half with vectored sends.
+//! - [`handoff`]: moving a live connection to another shard.
+//! - [`stop`]: cooperative shutdown.
+
+pub mod conn;
+pub mod handoff;
+pub mod hash;
+pub mod listener;
+pub mod router;
+pub mod runtime;
+pub mod stop;
+
+pub use conn::{send_all_vectored, split, ReadHalf, WriteHalf, IOV_MAX};
+pub use handoff::{attach, detach};
+pub use hash::{fnv1a64, shard_for};
+pub use listener::reuseport_listener;
+pub use router::{Incoming, Responder, Router, RouterError};
+pub use runtime::{wait_for_termination_signal, Runtime, RuntimeConfig, RuntimeHandle, ShardCtx};
+pub use stop::{StopHandle, StopSignal, STOP_POLL};
