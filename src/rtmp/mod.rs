@@ -1,1 +1,4 @@
 //! Sans-I/O RTMP: AMF, handshake, chunk codec, messages, server and client sessions.
+
+pub mod amf0;
+pub mod amf3;
