@@ -2,3 +2,4 @@
 
 pub mod amf0;
 pub mod amf3;
+pub mod handshake;
