@@ -2,4 +2,5 @@
 
 pub mod amf0;
 pub mod amf3;
+pub mod chunk;
 pub mod handshake;
