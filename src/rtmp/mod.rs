@@ -3,4 +3,7 @@
 pub mod amf0;
 pub mod amf3;
 pub mod chunk;
+pub mod command;
+pub mod control;
 pub mod handshake;
+pub mod metadata;
