@@ -192,12 +192,19 @@ impl ChunkDecoder {
 
     /// Next complete message, `Ok(None)` when more input is needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, ChunkError> {
+        Ok(self.next_with_csid()?.map(|(_, m)| m))
+    }
+
+    /// Like [`next_message`](Self::next_message), with the chunk stream the message came on
+    /// (replies to commands go back on the same chunk stream).
+    pub fn next_with_csid(&mut self) -> Result<Option<(u32, Message)>, ChunkError> {
         loop {
             let Some(h) = self.parse_header()? else {
                 return Ok(None);
             };
+            let csid = h.csid;
             if let Some(m) = self.commit(h)? {
-                return Ok(Some(m));
+                return Ok(Some((csid, m)));
             }
         }
     }
