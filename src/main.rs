@@ -1,24 +1,31 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use livego::config::Config;
+use livego::config::{Config, ConfigError};
 use livego::engine::ShardMsg;
 
 fn main() -> ExitCode {
     let cfg = match Config::from_process() {
         Ok(c) => Arc::new(c),
+        Err(ConfigError::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
     init_logging(&cfg.level);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if cfg.enable_rtmps {
         eprintln!("config error: enable_rtmps: RTMPS is not supported by this build yet");
         return ExitCode::from(2);
     }
     let runtime = shards::RuntimeConfig {
-        shards: cfg.shards,
+        shards: cfg.shards.count,
         channel_capacity: 1024,
     };
     let data_cfg = cfg.clone();
@@ -34,7 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    handle.wait_for_termination_signal();
+    if let Err(e) = handle.wait_for_termination_signal() {
+        tracing::error!("waiting for signals failed: {e}");
+    }
     tracing::info!("shutting down");
     handle.stop();
     match handle.join() {
@@ -54,8 +63,10 @@ fn init_logging(level: &str) {
         "error" | "fatal" | "panic" => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

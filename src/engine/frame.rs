@@ -3,7 +3,7 @@ use std::cell::OnceCell;
 use bytes::{Bytes, BytesMut};
 
 use crate::media::Packet;
-use crate::rtmp::{encode_message, Message};
+use crate::rtmp::chunk::{encode_message, Message};
 
 /// Chunk size announced to every RTMP player. One value for all players is what lets a frame
 /// be serialised once per shard and written to every player unchanged.

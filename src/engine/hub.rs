@@ -246,13 +246,14 @@ impl Hub {
                 }
                 false
             } else {
-                match inner.mirrors.get_mut(&ticket.key) {
-                    Some(m) if m.feed.remove_player(ticket.id) => {
-                        inner.mirrors.remove(&ticket.key);
-                        true
-                    }
-                    _ => false,
+                let empty = inner
+                    .mirrors
+                    .get_mut(&ticket.key)
+                    .is_some_and(|m| m.feed.remove_player(ticket.id));
+                if empty {
+                    inner.mirrors.remove(&ticket.key);
                 }
+                empty
             }
         };
         if unsubscribe {

@@ -3,7 +3,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::media::Packet;
-use crate::rtmp::ServerSession;
+use crate::rtmp::server_session::ServerSession;
 
 /// Everything that crosses shards. Stream keys travel as `Arc<str>` so a packet message costs
 /// one refcount increment, not a string copy.

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::control::{KeyStore, MemoryKeyStore};
 use crate::engine::{EngineConfig, Hub, ShardMsg};
 use crate::media::GopLimits;
-use crate::rtmp::ServerConfig;
+use crate::rtmp::server_session::ServerConfig;
 
 use self::rtmp::{handle_connection, resume_publisher};
 use crate::engine::OUT_CHUNK_SIZE;
@@ -37,7 +37,7 @@ impl ShardState {
     pub fn rtmp_config(&self) -> ServerConfig {
         ServerConfig {
             max_message_size: self.cfg.max_message_size,
-            max_chunk_size: self.cfg.max_chunk_size,
+            max_chunk_size: self.cfg.max_chunk_size.min(u32::MAX as usize) as u32,
             out_chunk_size: OUT_CHUNK_SIZE,
             window_ack_size: 2_500_000,
             peer_bandwidth: 2_500_000,

@@ -17,7 +17,8 @@ use glommio::timer::Timer;
 
 use crate::engine::{nudge, ready, Item, PlayerQueue, PublisherHandOff, QueueLimits, QueueRef, ShardMsg};
 use crate::media::Packet;
-use crate::rtmp::{Message, ServerEvent, ServerSession};
+use crate::rtmp::chunk::Message;
+use crate::rtmp::server_session::{ServerEvent, ServerSession};
 
 use super::ShardState;
 
@@ -83,10 +84,11 @@ async fn command_phase(
             match ev {
                 ServerEvent::Connect { app: name, .. } => {
                     if st.app_is_live(&name) {
-                        session.accept_connect();
+                        session.accept_connect().map_err(|e| e.to_string())?;
                         app = Some(name);
                     } else {
-                        session.reject_connect(&format!("application name={name} is not configured"));
+                        let _ = session
+                            .reject_connect(&format!("application name={name} is not configured"));
                         flush(stream, session).await?;
                         return Err(format!("application name={name} is not configured"));
                     }
@@ -101,7 +103,7 @@ async fn command_phase(
                             return Ok(Next::Publish { app, room });
                         }
                         Err(reason) => {
-                            session.reject_publish("NetStream.Publish.BadName", &reason);
+                            let _ = session.reject_publish("NetStream.Publish.BadName", &reason);
                             flush(stream, session).await?;
                             return Err(format!("publish refused: {reason}"));
                         }
@@ -181,7 +183,10 @@ async fn run_publisher(
         .publish_begin(&format!("{app}/{room}"), stream.as_raw_fd())
         .await;
     tracing::info!(stream = %key, peer = ?peer, shard = st.hub.shard(), "publish start");
-    session.accept_publish();
+    if let Err(e) = session.accept_publish() {
+        st.hub.publish_end(&key, id).await;
+        return Err(e.to_string());
+    }
     let _ = stream.set_read_timeout(st.read_timeout);
     let result = publish_loop(&st, &mut stream, &mut session, &key, id).await;
     st.hub.publish_end(&key, id).await;
@@ -333,7 +338,7 @@ async fn player_writer(
                 )
                 .await;
                 if timed_out {
-                    session.borrow_mut().reject_play(
+                    let _ = session.borrow_mut().reject_play(
                         "NetStream.Play.StreamNotFound",
                         "No such stream: nothing is published under this name.",
                     );
@@ -356,7 +361,7 @@ async fn player_writer(
                     if started {
                         s.play_publish_notify();
                     } else {
-                        s.accept_play();
+                        s.accept_play().map_err(|e| e.to_string())?;
                         started = true;
                     }
                     drop(s);
