@@ -19,6 +19,9 @@ const DIGEST_RANGE: usize = 728;
 /// Start of the offset bytes in the two C1 layouts.
 const SCHEME_BASES: [usize; 2] = [8, 772];
 
+// The largest digest offset keeps the digest inside the block, so slicing cannot fail.
+const _: () = assert!(DIGEST_RANGE - 1 + SCHEME_BASES[1] + 4 + DIGEST_LEN <= HANDSHAKE_SIZE);
+
 /// The public 32-byte tail of both Adobe handshake keys.
 const KEY_TAIL: [u8; 32] = [
     0xF0, 0xEE, 0xC2, 0x4A, 0x80, 0x68, 0xBE, 0xE8, 0x2E, 0x00, 0xD0, 0xD1, 0x02, 0x9E, 0x7E, 0x57,
@@ -393,8 +396,6 @@ mod tests {
         assert_eq!(digest_offset(&b, 8), 800 % 728 + 12);
         b[772..776].copy_from_slice(&[255, 255, 255, 255]);
         assert_eq!(digest_offset(&b, 772), 1020 % 728 + 776);
-        // Largest offsets keep the digest inside the block.
-        assert!(727 + 776 + DIGEST_LEN <= HANDSHAKE_SIZE);
     }
 
     #[test]

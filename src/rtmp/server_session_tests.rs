@@ -490,7 +490,7 @@ fn bad_connect_arguments_are_errors_not_panics() {
         p.handshake();
         assert!(
             matches!(
-                p.cmd(0, "connect", 1.0, &[obj.clone()]),
+                p.cmd(0, "connect", 1.0, std::slice::from_ref(&obj)),
                 Err(SessionError::Protocol(_))
             ),
             "{obj:?}"
