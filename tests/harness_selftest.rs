@@ -515,7 +515,8 @@ fn start_nginx() -> Nginx {
          pid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
          events {{ worker_connections 256; }}\n\
          rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-           application live {{ live on; wait_key on; wait_video on; }} }} }}\n",
+           application live {{ live on; wait_key on; }}\n\
+           application late {{ live on; wait_key on; wait_video on; }} }} }}\n",
         d = d.display()
     );
     std::fs::write(d.join("nginx.conf"), conf).unwrap();
@@ -559,19 +560,25 @@ fn players_and_comparators_against_nginx_rtmp() {
     drop(raw);
 
     let (ff_out, dump_out) = (dir.path().join("ff.flv"), dir.path().join("dump.flv"));
-    let mut ff = ffmpeg_record(&url, &ff_out);
-    let mut dump = rtmpdump_record(&url, &dump_out);
+    // nginx-rtmp does not tell players that the publisher left: they stop on a short idle bound.
+    let idle = Duration::from_secs(3);
+    let mut ff = ffmpeg_record_with(&url, &ff_out, idle);
+    let mut dump = rtmpdump_record_with(&url, &dump_out, idle);
     std::thread::sleep(Duration::from_millis(500));
     let mut publisher = ffmpeg_publish(&media(Media::Av), &url);
+    // nginx-rtmp has no GOP cache; `wait_video` makes its late joiners start like ours do (audio
+    // and video from a keyframe on), but it would also drop the first audio frame of the full
+    // recordings, hence a second application for the late joiner.
+    let late_url = format!("rtmp://127.0.0.1:{}/late/selftest", nginx.port);
+    let mut late_publisher = ffmpeg_publish(&media(Media::Av), &late_url);
     std::thread::sleep(Duration::from_millis(3500));
     let late_out = dir.path().join("late.flv");
-    let mut late = ffmpeg_record(&url, &late_out);
+    let mut late = ffmpeg_record_with(&late_url, &late_out, idle);
     publisher.wait_success(PUBLISH_TIMEOUT);
+    late_publisher.wait_success(PUBLISH_TIMEOUT);
 
-    // nginx-rtmp does not tell players that the publisher left, so stop them ourselves.
-    std::thread::sleep(Duration::from_secs(1));
     for p in [&mut ff, &mut dump, &mut late] {
-        p.interrupt(Duration::from_secs(5));
+        p.wait_exit(Duration::from_secs(15));
     }
     let ff_tags = flv::read_flv(&ff_out);
     let dump_tags = flv::read_flv(&dump_out);

@@ -674,18 +674,26 @@ pub fn media_tags(m: Media) -> Vec<flv::Tag> {
     flv::read_flv(&media(m))
 }
 
-/// Bound on a client's network inactivity (ffmpeg's -rw_timeout, in microseconds).
-pub const CLIENT_RW_TIMEOUT_US: &str = "20000000";
+/// Bound on a client's network inactivity (ffmpeg's -rw_timeout, rtmpdump's --timeout). Longer
+/// than `PLAYER_END_TIMEOUT`, so a player that is never told the stream ended fails the test
+/// instead of quietly timing out.
+pub const CLIENT_RW_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `ffmpeg -i URL -c copy -f flv OUT`: a player that records what it receives.
 pub fn ffmpeg_record(url: &str, out: &Path) -> ProcGuard {
+    ffmpeg_record_with(url, out, CLIENT_RW_TIMEOUT)
+}
+
+/// `ffmpeg_record` ending after `idle` without data. ffmpeg does not abort a blocked RTMP read
+/// on SIGINT, so a recorder that must stop on a server that never says "unpublished" needs this.
+pub fn ffmpeg_record_with(url: &str, out: &Path, idle: Duration) -> ProcGuard {
     require_tool("ffmpeg");
     let log = out.with_extension("ffmpeg.log");
     ProcGuard::spawn(
         &format!("ffmpeg recorder of {url}"),
         Command::new("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-            .args(["-rw_timeout", CLIENT_RW_TIMEOUT_US])
+            .args(["-rw_timeout", &idle.as_micros().to_string()])
             .args(["-i", url, "-c", "copy", "-f", "flv"])
             .arg(out),
         &log,
@@ -694,12 +702,24 @@ pub fn ffmpeg_record(url: &str, out: &Path) -> ProcGuard {
 
 /// `rtmpdump -r URL --live -o OUT`: a second, independent player implementation (librtmp).
 pub fn rtmpdump_record(url: &str, out: &Path) -> ProcGuard {
+    rtmpdump_record_with(url, out, CLIENT_RW_TIMEOUT)
+}
+
+pub fn rtmpdump_record_with(url: &str, out: &Path, idle: Duration) -> ProcGuard {
     require_tool("rtmpdump");
     let log = out.with_extension("rtmpdump.log");
     ProcGuard::spawn(
         &format!("rtmpdump recorder of {url}"),
         Command::new("rtmpdump")
-            .args(["-r", url, "--live", "-q", "--timeout", "20", "-o"])
+            .args([
+                "-r",
+                url,
+                "--live",
+                "-q",
+                "--timeout",
+                &idle.as_secs().max(1).to_string(),
+                "-o",
+            ])
             .arg(out),
         &log,
     )
@@ -717,7 +737,8 @@ pub fn ffmpeg_publish(file: &Path, url: &str) -> ProcGuard {
         &format!("ffmpeg publisher to {url}"),
         Command::new("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
-            .args(["-rw_timeout", CLIENT_RW_TIMEOUT_US, "-re", "-i"])
+            .args(["-rw_timeout", &CLIENT_RW_TIMEOUT.as_micros().to_string()])
+            .args(["-re", "-i"])
             .arg(file)
             .args(["-c", "copy", "-f", "flv", url]),
         &log,
