@@ -771,3 +771,55 @@ pub fn finish_recording(player: &mut ProcGuard, out: &Path) -> Vec<flv::Tag> {
         )
     })
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayerKind {
+    Ffmpeg,
+    Rtmpdump,
+}
+
+/// A recording player and where it writes.
+pub struct Recorder {
+    pub proc: ProcGuard,
+    pub out: PathBuf,
+    pub label: String,
+}
+
+impl Recorder {
+    pub fn start(kind: PlayerKind, url: &str, dir: &Path, label: &str) -> Recorder {
+        let out = dir.join(format!("{label}.flv"));
+        let proc = match kind {
+            PlayerKind::Ffmpeg => ffmpeg_record(url, &out),
+            PlayerKind::Rtmpdump => rtmpdump_record(url, &out),
+        };
+        Recorder {
+            proc,
+            out,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Waits for the player to end by itself (the server tells it the stream ended) and
+    /// returns its tags.
+    #[track_caller]
+    pub fn finish(&mut self) -> Vec<flv::Tag> {
+        finish_recording(&mut self.proc, &self.out)
+    }
+}
+
+/// Checks a finished recording against the source, naming the player on failure.
+#[track_caller]
+pub fn assert_recording(
+    rec: &mut Recorder,
+    source: &[flv::Tag],
+    from_keyframe: bool,
+) -> flv::MediaMatch {
+    let tags = rec.finish();
+    flv::compare_media(source, &tags, from_keyframe).unwrap_or_else(|e| {
+        panic!(
+            "{}: media mismatch (from_keyframe={from_keyframe}): {e}\nplayer log:\n{}",
+            rec.label,
+            tail(&rec.proc.log(), 20)
+        )
+    })
+}
