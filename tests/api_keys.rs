@@ -26,7 +26,8 @@ fn get_creates_then_returns_the_same_key() {
     let r = http_get(s.api_port, "/control/get?room=movie").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
-        r.header("content-type").is_some_and(|v| v.starts_with("application/json")),
+        r.header("content-type")
+            .is_some_and(|v| v.starts_with("application/json")),
         "content-type {:?}",
         r.header("content-type")
     );
@@ -34,7 +35,10 @@ fn get_creates_then_returns_the_same_key() {
     assert_eq!(v["status"], 200);
     let key = v["data"].as_str().unwrap().to_owned();
     assert_key(&key);
-    assert_eq!(r.body.trim_end(), format!(r#"{{"status":200,"data":"{key}"}}"#));
+    assert_eq!(
+        r.body.trim_end(),
+        format!(r#"{{"status":200,"data":"{key}"}}"#)
+    );
     for _ in 0..3 {
         assert_eq!(s.key_for("movie"), key, "get must be idempotent");
     }
@@ -57,7 +61,11 @@ fn keys_are_unpredictable() {
         assert_key(k);
         seen.extend(k.bytes());
     }
-    assert!(seen.len() > 55, "only {} distinct characters in 40 keys", seen.len());
+    assert!(
+        seen.len() > 55,
+        "only {} distinct characters in 40 keys",
+        seen.len()
+    );
     // A restart must not replay the same keys (livego's unseeded math/rand did).
     let again = Server::start(&[]);
     assert_ne!(again.key_for("room0"), keys[0]);
@@ -73,7 +81,11 @@ fn reset_issues_a_new_key() {
     let new = v["data"].as_str().unwrap().to_owned();
     assert_key(&new);
     assert_ne!(new, old);
-    assert_eq!(s.key_for("movie"), new, "get after reset returns the new key");
+    assert_eq!(
+        s.key_for("movie"),
+        new,
+        "get after reset returns the new key"
+    );
     // reset of an unknown room creates it.
     let (st, v) = s.api_json("/control/reset?room=fresh");
     assert_eq!(st, 200, "{v}");
@@ -84,7 +96,12 @@ fn reset_issues_a_new_key() {
 fn delete_then_unknown_room() {
     let s = Server::start(&[]);
     let old = s.key_for("movie");
-    assert_body(&s, "/control/delete?room=movie", 200, r#"{"status":200,"data":"Ok"}"#);
+    assert_body(
+        &s,
+        "/control/delete?room=movie",
+        200,
+        r#"{"status":200,"data":"Ok"}"#,
+    );
     assert_body(
         &s,
         "/control/delete?room=movie",

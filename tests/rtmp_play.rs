@@ -13,7 +13,7 @@ fn players_before_publisher(media_kind: Media) {
     let dir = scratch_dir();
     let key = s.key_for("movie");
     let play = s.rtmp_url("live/movie");
-    let mut players = vec![
+    let mut players = [
         Recorder::start(PlayerKind::Ffmpeg, &play, dir.path(), "ffmpeg"),
         Recorder::start(PlayerKind::Rtmpdump, &play, dir.path(), "rtmpdump"),
     ];
@@ -52,7 +52,7 @@ fn late_player_start(gop_num: &str) -> usize {
     let play = s.rtmp_url("live/movie");
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
     sleep(Duration::from_millis(3500));
-    let mut players = vec![
+    let mut players = [
         Recorder::start(PlayerKind::Ffmpeg, &play, dir.path(), "late-ffmpeg"),
         Recorder::start(PlayerKind::Rtmpdump, &play, dir.path(), "late-rtmpdump"),
     ];
@@ -65,8 +65,8 @@ fn late_player_start(gop_num: &str) -> usize {
     // The metadata reaches late players too.
     let dump = flv::read_flv(&players[1].out);
     assert!(
-        dump.iter().any(|t| t.kind == flv::TAG_SCRIPT
-            && t.data.windows(10).any(|w| w == b"onMetaData")),
+        dump.iter()
+            .any(|t| t.kind == flv::TAG_SCRIPT && t.data.windows(10).any(|w| w == b"onMetaData")),
         "rtmpdump got no onMetaData"
     );
     eprintln!("gop_num {gop_num}: late players start at video frames {starts:?}");
@@ -77,13 +77,19 @@ fn late_player_start(gop_num: &str) -> usize {
 fn late_player_starts_at_the_cached_keyframe() {
     // Joined at ~3.5 s with GOPs of 1 s: the latest keyframe is frame 75 (50 if the machine is slow).
     let start = late_player_start("1");
-    assert!((50..=100).contains(&start), "gop_num 1: started at frame {start}");
+    assert!(
+        (50..=100).contains(&start),
+        "gop_num 1: started at frame {start}"
+    );
 }
 
 #[test]
 fn gop_num_2_caches_two_gops() {
     let start = late_player_start("2");
-    assert!((25..=75).contains(&start), "gop_num 2: started at frame {start}");
+    assert!(
+        (25..=75).contains(&start),
+        "gop_num 2: started at frame {start}"
+    );
 }
 
 #[test]
@@ -106,7 +112,12 @@ fn publisher_end_ends_players_with_unpublish_notify() {
     let sid = raw.create_stream().expect("createStream");
     raw.play(sid, "movie").expect("play");
     let dir = scratch_dir();
-    let mut ff = Recorder::start(PlayerKind::Ffmpeg, &s.rtmp_url("live/movie"), dir.path(), "ff");
+    let mut ff = Recorder::start(
+        PlayerKind::Ffmpeg,
+        &s.rtmp_url("live/movie"),
+        dir.path(),
+        "ff",
+    );
 
     // Read media until the server says the publisher left.
     let deadline = Instant::now() + PUBLISH_TIMEOUT;
@@ -128,9 +139,19 @@ fn publisher_end_ends_players_with_unpublish_notify() {
             }
         }
     }
-    assert!(codes.iter().any(|c| c == "NetStream.Play.Start"), "{codes:?}");
-    assert_eq!(codes.last().map(String::as_str), Some("NetStream.Play.UnpublishNotify"), "{codes:?}");
-    assert!(media_msgs > 200, "raw player got only {media_msgs} media messages");
+    assert!(
+        codes.iter().any(|c| c == "NetStream.Play.Start"),
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("NetStream.Play.UnpublishNotify"),
+        "{codes:?}"
+    );
+    assert!(
+        media_msgs > 200,
+        "raw player got only {media_msgs} media messages"
+    );
     let ended = Instant::now();
     publisher.wait_success(Duration::from_secs(5));
     ff.proc.wait_exit(Duration::from_secs(10));

@@ -343,7 +343,20 @@ impl Server {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// SIGTERM, then SIGKILL after a bound; returns how the process ended.
+    /// Waits at most `timeout` for the server to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(self.child.as_mut()?, timeout)
+    }
+
+    /// Sends `sig` to the server's own PID.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if let Some(c) = self.child.as_ref() {
+            signal(c.id(), sig);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a bound; returns how the process ended (a server that had
+    /// already exited, e.g. after `signal`, reports that exit).
     pub fn stop(mut self) -> ExitStatus {
         self.terminate().expect("server already stopped")
     }
