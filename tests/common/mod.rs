@@ -272,18 +272,25 @@ impl Server {
             log_path,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        for port in [rtmp_port, api_port] {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !wait_port(port, left) {
-                let exited = server
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten());
+        let mut pending = vec![rtmp_port, api_port];
+        while !pending.is_empty() {
+            // An early exit (bad flags, bind error) fails at once rather than after the bound.
+            if let Some(st) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
-                    "livego did not listen on {port} within {START_TIMEOUT:?} (exit: {exited:?}); log:\n{}",
+                    "livego exited during startup ({st}); log:\n{}",
                     tail(&server.log(), 40)
                 );
             }
+            assert!(
+                Instant::now() < deadline,
+                "livego did not listen on {pending:?} within {START_TIMEOUT:?}; log:\n{}",
+                tail(&server.log(), 40)
+            );
+            pending.retain(|p| !wait_port(*p, Duration::from_millis(100)));
         }
         server
     }
