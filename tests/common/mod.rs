@@ -1,0 +1,845 @@
+//! Shared end-to-end harness: a guarded server process, guarded client processes (ffmpeg,
+//! rtmpdump), deterministic test media made by ffmpeg, an HTTP/1.1 client on a raw socket, and
+//! (in submodules) an FLV reader with media comparators and a raw RTMP client.
+//!
+//! Every wait is bounded and every process is killed by its own PID when its guard drops, so a
+//! hung server or client fails one test instead of hanging the suite.
+
+// Each test file uses a different subset of the harness.
+#![allow(dead_code)]
+
+pub mod flv;
+pub mod rtmp;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The config every server starts with unless a test brings its own.
+pub const DEFAULT_CONFIG: &str = r#"[[server]]
+appname = "live"
+live = true
+hls = true
+flv = true
+api = true
+"#;
+
+/// Bounds of the harness's own waits.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A port that was free on 127.0.0.1 a moment ago (the OS picks it, so parallel tests rarely
+/// collide; the listener is dropped before returning).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `target/` of this build (works with CARGO_TARGET_DIR too).
+pub fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
+/// A fresh directory for one test's files, removed when dropped.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(base).expect("create CARGO_TARGET_TMPDIR");
+    tempfile::Builder::new()
+        .prefix("livego-test-")
+        .tempdir_in(base)
+        .expect("create scratch dir")
+}
+
+/// Panics with an actionable message when an external tool is missing.
+pub fn require_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not installed: run scripts/install-test-deps.sh (or `make test`)"
+    );
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects; the pid is our own child's, not yet reaped (the
+    // guards only signal children they have not waited for successfully).
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// A child process (ffmpeg, rtmpdump, ...) killed by PID when dropped; its stdout and stderr go
+/// to a log file that failures print.
+pub struct ProcGuard {
+    name: String,
+    child: Option<Child>,
+    status: Option<ExitStatus>,
+    log: PathBuf,
+    /// The log lives outside any scratch dir, so the guard deletes it.
+    remove_log: bool,
+}
+
+impl ProcGuard {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> ProcGuard {
+        let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        ProcGuard {
+            name: name.to_owned(),
+            child: Some(child),
+            status: None,
+            log: log.to_path_buf(),
+            remove_log: false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status if the process has ended, without waiting.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.wait_timeout(Duration::ZERO)
+    }
+
+    /// Waits at most `timeout` for the process to end.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                self.status = wait_child(child, timeout);
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the process to end and panics (with its log) if it does not within `timeout`.
+    #[track_caller]
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match self.wait_timeout(timeout) {
+            Some(st) => st,
+            None => panic!(
+                "{} did not finish within {timeout:?}; log:\n{}",
+                self.name,
+                tail(&self.log(), 30)
+            ),
+        }
+    }
+
+    /// Waits for a successful exit, panicking with the log otherwise.
+    #[track_caller]
+    pub fn wait_success(&mut self, timeout: Duration) {
+        let st = self.wait_exit(timeout);
+        assert!(
+            st.success(),
+            "{} failed with {st}; log:\n{}",
+            self.name,
+            tail(&self.log(), 30)
+        );
+    }
+
+    /// Asks the process to finish (SIGINT: ffmpeg and rtmpdump then close their output files
+    /// properly), then kills it after `grace`.
+    pub fn interrupt(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.try_status().is_none() {
+            if let Some(pid) = self.pid() {
+                signal(pid, libc::SIGINT);
+            }
+            if self.wait_timeout(grace).is_none() {
+                self.kill();
+            }
+        }
+        self.status
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if self.status.is_none() {
+                let _ = child.kill();
+                self.status = child.wait().ok();
+            }
+        }
+    }
+}
+
+impl Drop for ProcGuard {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- {} log tail ---\n{}", self.name, tail(&self.log(), 20));
+        }
+        self.kill();
+        if self.remove_log {
+            let _ = fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// A running `livego` with all four listeners on free loopback ports.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub rtmp_port: u16,
+    pub httpflv_port: u16,
+    pub hls_port: u16,
+    pub api_port: u16,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Starts with the default config and `extra` flags; waits for the RTMP and API ports.
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_config(DEFAULT_CONFIG, extra)
+    }
+
+    pub fn start_with_config(config: &str, extra: &[&str]) -> Server {
+        require_tool("ffmpeg");
+        let dir = scratch_dir();
+        let config_path = dir.path().join("livego.toml");
+        fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("server.log");
+        let (rtmp_port, httpflv_port, hls_port, api_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let log = File::create(&log_path).expect("create server log");
+        let log_err = log.try_clone().expect("clone log handle");
+        let addr = |p: u16| format!("127.0.0.1:{p}");
+        let child = Command::new(env!("CARGO_BIN_EXE_livego"))
+            .current_dir(dir.path())
+            .arg("--config_file")
+            .arg(&config_path)
+            .args(["--rtmp_addr", &addr(rtmp_port)])
+            .args(["--httpflv_addr", &addr(httpflv_port)])
+            .args(["--hls_addr", &addr(hls_port)])
+            .args(["--api_addr", &addr(api_port)])
+            .args(["--level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("spawn livego");
+        let mut server = Server {
+            child: Some(child),
+            dir,
+            rtmp_port,
+            httpflv_port,
+            hls_port,
+            api_port,
+            log_path,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut pending = vec![rtmp_port, api_port];
+        while !pending.is_empty() {
+            // An early exit (bad flags, bind error) fails at once rather than after the bound.
+            if let Some(st) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "livego exited during startup ({st}); log:\n{}",
+                    tail(&server.log(), 40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "livego did not listen on {pending:?} within {START_TIMEOUT:?}; log:\n{}",
+                tail(&server.log(), 40)
+            );
+            pending.retain(|p| !wait_port(*p, Duration::from_millis(100)));
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("server already stopped")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `rtmp://127.0.0.1:<port>/<path>`.
+    pub fn rtmp_url(&self, path: &str) -> String {
+        format!(
+            "rtmp://127.0.0.1:{}/{}",
+            self.rtmp_port,
+            path.trim_start_matches('/')
+        )
+    }
+
+    /// GET on the API port; returns (HTTP status, body).
+    pub fn api_get(&self, path: &str) -> (u16, String) {
+        let r = http_get(self.api_port, path).unwrap_or_else(|e| {
+            panic!(
+                "GET {path} on the API port: {e}; log:\n{}",
+                tail(&self.log(), 20)
+            )
+        });
+        (r.status, r.body)
+    }
+
+    /// GET on the API port, the body parsed as JSON.
+    pub fn api_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.api_get(path);
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path}: body is not JSON ({e}): {body:?}"));
+        (status, v)
+    }
+
+    /// The channel key of `room` from `/control/get`.
+    pub fn key_for(&self, room: &str) -> String {
+        let (status, v) = self.api_json(&format!("/control/get?room={room}"));
+        assert_eq!(status, 200, "/control/get?room={room} -> {v}");
+        v["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("/control/get?room={room}: no key in {v}"))
+            .to_owned()
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits at most `timeout` for the server to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(self.child.as_mut()?, timeout)
+    }
+
+    /// Sends `sig` to the server's own PID.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if let Some(c) = self.child.as_ref() {
+            signal(c.id(), sig);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a bound; returns how the process ended (a server that had
+    /// already exited, e.g. after `signal`, reports that exit).
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate().expect("server already stopped")
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        signal(child.id(), libc::SIGTERM);
+        if let Some(st) = wait_child(&mut child, STOP_TIMEOUT) {
+            return Some(st);
+        }
+        eprintln!("livego ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let st = self.terminate();
+        if thread::panicking() {
+            eprintln!(
+                "--- livego (exit {st:?}) log tail, {} ---\n{}",
+                self.log_path.display(),
+                tail(&self.log(), 60)
+            );
+        }
+    }
+}
+
+/// Runs `livego` with `args` (from `dir`) expecting it to exit by itself within `timeout`.
+/// Returns (exit status, stderr); `None` status means it was still running and got killed.
+pub fn run_livego(dir: &Path, args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
+    let err_path = dir.join(format!("stderr-{}.txt", free_port()));
+    let err = File::create(&err_path).expect("create stderr file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_livego"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn livego");
+    let st = wait_child(&mut child, timeout);
+    if st.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (st, fs::read_to_string(&err_path).unwrap_or_default())
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn decode_chunked(mut body: &[u8]) -> io::Result<Vec<u8>> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+    let mut out = Vec::new();
+    loop {
+        let eol = find(body, b"\r\n").ok_or_else(|| bad("chunk size line"))?;
+        let line = std::str::from_utf8(&body[..eol]).map_err(|_| bad("chunk size utf8"))?;
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad("chunk size hex"))?;
+        body = &body[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if body.len() < size + 2 {
+            return Err(bad("truncated chunk"));
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// A one-shot HTTP/1.1 GET on a raw socket (`Connection: close`), bounded by `HTTP_TIMEOUT`.
+pub fn http_get(port: u16, path: &str) -> io::Result<HttpResponse> {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends a raw request head (and body) and reads one response.
+pub fn http_request(port: u16, request: &str) -> io::Result<HttpResponse> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    s.write_all(request.as_bytes())?;
+    let deadline = Instant::now() + HTTP_TIMEOUT;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    // Read until the head is complete, then until the body is (by length, chunked end or EOF).
+    loop {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "HTTP response timed out",
+            ));
+        }
+        let n = s.read(&mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(head_end) = find(&buf, b"\r\n\r\n") else {
+            if n == 0 {
+                return Err(bad(format!(
+                    "connection closed inside the head: {:?}",
+                    String::from_utf8_lossy(&buf)
+                )));
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let body = &buf[head_end + 4..];
+        let body = if let Some(len) = get("content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| bad(format!("content-length {len:?}")))?;
+            if body.len() < len {
+                if n == 0 {
+                    return Err(bad(format!("body truncated at {} of {len}", body.len())));
+                }
+                continue;
+            }
+            body[..len].to_vec()
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            if find(body, b"0\r\n\r\n").is_none() && n != 0 {
+                continue;
+            }
+            decode_chunked(body)?
+        } else {
+            if n != 0 {
+                continue;
+            }
+            body.to_vec()
+        };
+        return Ok(HttpResponse {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+}
+
+/// FNV-1a 64 of `s`: how the server picks the owner shard of a stream key.
+pub fn fnv1a64(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The shard that owns `live/<room>` among `shards`.
+pub fn owner_shard(room: &str, shards: u64) -> u64 {
+    fnv1a64(&format!("live/{room}")) % shards
+}
+
+/// Test media, made once by ffmpeg and cached under `target/test-media/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// H.264 (no B-frames, keyframe every 25 frames at 25 fps) + AAC, 8 s, 640x360.
+    Av,
+    /// Same with B-frames (non-zero composition times).
+    AvBframes,
+    /// Same encoding as `Av` with other pictures and tone, so its frames differ from `Av`'s.
+    AvAlt,
+    /// AAC only.
+    AudioOnly,
+}
+
+const MEDIA_SECONDS: &str = "8";
+
+impl Media {
+    fn file_name(self) -> &'static str {
+        // The version suffix changes whenever the encoding flags below change.
+        match self {
+            Media::Av => "av-v1.flv",
+            Media::AvBframes => "av-bframes-v1.flv",
+            Media::AvAlt => "av-alt-v1.flv",
+            Media::AudioOnly => "audio-only-v1.flv",
+        }
+    }
+
+    fn ffmpeg_args(self) -> Vec<String> {
+        let (picture, tone) = match self {
+            Media::AvAlt => (
+                "testsrc=size=640x360:rate=25",
+                "sine=frequency=880:sample_rate=44100",
+            ),
+            _ => (
+                "testsrc2=size=640x360:rate=25",
+                "sine=frequency=440:sample_rate=44100",
+            ),
+        };
+        let mut a: Vec<String> = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        if self != Media::AudioOnly {
+            push(&["-f", "lavfi", "-i", picture]);
+        }
+        push(&["-f", "lavfi", "-i", tone, "-t", MEDIA_SECONDS]);
+        if self != Media::AudioOnly {
+            let bf = if self == Media::AvBframes { "2" } else { "0" };
+            push(&[
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-profile:v",
+                "high",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                bf,
+                "-b:v",
+                "600k",
+                "-maxrate",
+                "600k",
+                "-bufsize",
+                "1200k",
+                // One thread: x264's output then depends only on its input and flags.
+                "-threads",
+                "1",
+            ]);
+        }
+        push(&[
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            "-fflags",
+            "+bitexact",
+            "-flags",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            "-f",
+            "flv",
+        ]);
+        a
+    }
+}
+
+static MEDIA_LOCK: Mutex<()> = Mutex::new(());
+
+/// Path of the cached test file, creating it on first use (write to a temp name, then rename,
+/// so a concurrent or interrupted run never sees a partial file).
+pub fn media(m: Media) -> PathBuf {
+    let dir = target_dir().join("test-media");
+    let path = dir.join(m.file_name());
+    let _g = MEDIA_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if path.is_file() {
+        return path;
+    }
+    require_tool("ffmpeg");
+    fs::create_dir_all(&dir).expect("create target/test-media");
+    let tmp = dir.join(format!("{}.{}.tmp", m.file_name(), std::process::id()));
+    let out = Command::new("ffmpeg")
+        .args(m.ffmpeg_args())
+        .arg(&tmp)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make {m:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(&tmp, &path).expect("rename test media into place");
+    path
+}
+
+/// The parsed tags of a test media file.
+pub fn media_tags(m: Media) -> Vec<flv::Tag> {
+    flv::read_flv(&media(m))
+}
+
+/// Bound on a client's network inactivity (ffmpeg's -rw_timeout, rtmpdump's --timeout). Longer
+/// than `PLAYER_END_TIMEOUT`, so a player that is never told the stream ended fails the test
+/// instead of quietly timing out.
+pub const CLIENT_RW_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `ffmpeg -i URL -c copy -f flv OUT`: a player that records what it receives.
+pub fn ffmpeg_record(url: &str, out: &Path) -> ProcGuard {
+    ffmpeg_record_with(url, out, CLIENT_RW_TIMEOUT)
+}
+
+/// `ffmpeg_record` ending after `idle` without data. ffmpeg does not abort a blocked RTMP read
+/// on SIGINT, so a recorder that must stop on a server that never says "unpublished" needs this.
+pub fn ffmpeg_record_with(url: &str, out: &Path, idle: Duration) -> ProcGuard {
+    require_tool("ffmpeg");
+    let log = out.with_extension("ffmpeg.log");
+    ProcGuard::spawn(
+        &format!("ffmpeg recorder of {url}"),
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-rw_timeout", &idle.as_micros().to_string()])
+            .args(["-i", url, "-c", "copy", "-f", "flv"])
+            .arg(out),
+        &log,
+    )
+}
+
+/// `rtmpdump -r URL --live -o OUT`: a second, independent player implementation (librtmp).
+pub fn rtmpdump_record(url: &str, out: &Path) -> ProcGuard {
+    rtmpdump_record_with(url, out, CLIENT_RW_TIMEOUT)
+}
+
+pub fn rtmpdump_record_with(url: &str, out: &Path, idle: Duration) -> ProcGuard {
+    require_tool("rtmpdump");
+    let log = out.with_extension("rtmpdump.log");
+    ProcGuard::spawn(
+        &format!("rtmpdump recorder of {url}"),
+        Command::new("rtmpdump")
+            .args([
+                "-r",
+                url,
+                "--live",
+                "-q",
+                "--timeout",
+                &idle.as_secs().max(1).to_string(),
+                "-o",
+            ])
+            .arg(out),
+        &log,
+    )
+}
+
+/// `ffmpeg -re -i FILE -c copy -f flv URL`: an encoder publishing in real time.
+pub fn ffmpeg_publish(file: &Path, url: &str) -> ProcGuard {
+    require_tool("ffmpeg");
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(dir).expect("create CARGO_TARGET_TMPDIR");
+    let log = dir.join(format!("publish-{}-{n}.log", std::process::id()));
+    let mut g = ProcGuard::spawn(
+        &format!("ffmpeg publisher to {url}"),
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
+            .args(["-rw_timeout", &CLIENT_RW_TIMEOUT.as_micros().to_string()])
+            .args(["-re", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url]),
+        &log,
+    );
+    g.remove_log = true;
+    g
+}
+
+/// How long a real-time publish of the 8 s test media may take, with slack for a loaded machine.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a player may take to notice the end of the stream after the publisher finished.
+pub const PLAYER_END_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Waits for a recorder to end by itself, then parses what it wrote.
+#[track_caller]
+pub fn finish_recording(player: &mut ProcGuard, out: &Path) -> Vec<flv::Tag> {
+    player.wait_exit(PLAYER_END_TIMEOUT);
+    let bytes = fs::read(out).unwrap_or_else(|e| {
+        panic!(
+            "recording {} missing ({e}); player log:\n{}",
+            out.display(),
+            player.log()
+        )
+    });
+    flv::parse_flv(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "recording {} is not valid FLV: {e}; player log:\n{}",
+            out.display(),
+            player.log()
+        )
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayerKind {
+    Ffmpeg,
+    Rtmpdump,
+}
+
+/// A recording player and where it writes.
+pub struct Recorder {
+    pub proc: ProcGuard,
+    pub out: PathBuf,
+    pub label: String,
+}
+
+impl Recorder {
+    pub fn start(kind: PlayerKind, url: &str, dir: &Path, label: &str) -> Recorder {
+        let out = dir.join(format!("{label}.flv"));
+        let proc = match kind {
+            PlayerKind::Ffmpeg => ffmpeg_record(url, &out),
+            PlayerKind::Rtmpdump => rtmpdump_record(url, &out),
+        };
+        Recorder {
+            proc,
+            out,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Waits for the player to end by itself (the server tells it the stream ended) and
+    /// returns its tags.
+    #[track_caller]
+    pub fn finish(&mut self) -> Vec<flv::Tag> {
+        finish_recording(&mut self.proc, &self.out)
+    }
+}
+
+/// Checks a finished recording against the source, naming the player on failure.
+#[track_caller]
+pub fn assert_recording(
+    rec: &mut Recorder,
+    source: &[flv::Tag],
+    from_keyframe: bool,
+) -> flv::MediaMatch {
+    let tags = rec.finish();
+    flv::compare_media(source, &tags, from_keyframe).unwrap_or_else(|e| {
+        panic!(
+            "{}: media mismatch (from_keyframe={from_keyframe}): {e}\nplayer log:\n{}",
+            rec.label,
+            tail(&rec.proc.log(), 20)
+        )
+    })
+}
