@@ -43,6 +43,9 @@ impl Feed {
                 for f in self.cache.replay() {
                     q.push_frame(f);
                 }
+                if self.cache.has_video_header() && !self.cache.has_gop() {
+                    q.start_at_next_keyframe();
+                }
             }
         }
         self.players.push((id, queue));
@@ -61,6 +64,22 @@ impl Feed {
         self.live = true;
         for (_, q) in &self.players {
             q.borrow_mut().push_event(Item::Live);
+        }
+    }
+
+    /// Fills a new mirror from the owner's snapshot. Its players joined a running stream, so
+    /// they are late joiners: without a cached GOP they start at the next keyframe.
+    pub fn sync_from_snapshot(&mut self, live: bool, packets: Vec<Packet>) {
+        if live {
+            self.set_live();
+        }
+        for p in packets {
+            self.push(p);
+        }
+        if live && self.cache.has_video_header() && !self.cache.has_gop() {
+            for (_, q) in &self.players {
+                q.borrow_mut().start_at_next_keyframe();
+            }
         }
     }
 

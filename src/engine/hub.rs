@@ -291,12 +291,7 @@ impl Hub {
                 if let Some(m) = inner.mirrors.get_mut(&key) {
                     if !m.synced {
                         m.synced = true;
-                        if live {
-                            m.feed.set_live();
-                        }
-                        for p in packets {
-                            m.feed.push(p);
-                        }
+                        m.feed.sync_from_snapshot(live, packets);
                     }
                 }
             }

@@ -4,6 +4,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use super::frame::Frame;
+use crate::media::PacketKind;
 
 /// What a player's writer takes from its queue.
 #[derive(Clone)]
@@ -52,6 +53,9 @@ pub struct PlayerQueue {
     limits: QueueLimits,
     /// After a drop, video is skipped until the next keyframe.
     skipping_video: bool,
+    /// A player that joined a video stream with no cached GOP: audio and video both wait
+    /// for the next keyframe, so playback starts in sync.
+    awaiting_keyframe: bool,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
     pub dropped_packets: u64,
@@ -64,6 +68,7 @@ impl PlayerQueue {
             bytes: 0,
             limits,
             skipping_video: false,
+            awaiting_keyframe: false,
             closed: None,
             waker: None,
             dropped_packets: 0,
@@ -74,6 +79,11 @@ impl PlayerQueue {
     /// GOP-cache replay arrives all at once).
     pub fn allow_lag(&mut self, ms: u32) {
         self.limits.max_lag_ms = self.limits.max_lag_ms.max(ms);
+    }
+
+    /// Holds back audio and video (not sequence headers or metadata) until a video keyframe.
+    pub fn start_at_next_keyframe(&mut self) {
+        self.awaiting_keyframe = true;
     }
 
     pub fn push_event(&mut self, item: Item) {
@@ -89,6 +99,13 @@ impl PlayerQueue {
             return;
         }
         let p = &frame.packet;
+        if self.awaiting_keyframe && !p.sequence_header && p.kind != PacketKind::Meta {
+            if p.keyframe {
+                self.awaiting_keyframe = false;
+            } else {
+                return;
+            }
+        }
         if self.skipping_video && p.is_video() && !p.sequence_header {
             if p.keyframe {
                 self.skipping_video = false;

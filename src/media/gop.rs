@@ -116,6 +116,15 @@ impl<F: AsRef<Packet> + Clone> GopCache<F> {
             .chain(self.gops.iter().flatten())
     }
 
+    pub fn has_video_header(&self) -> bool {
+        self.video_header.is_some()
+    }
+
+    /// True when a GOP (from a keyframe on) is cached.
+    pub fn has_gop(&self) -> bool {
+        !self.gops.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.replay().next().is_none()
     }
