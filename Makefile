@@ -1,7 +1,7 @@
 CARGO ?= cargo
 CONFIG ?= livego.toml
 
-.PHONY: run build test deps fmt fmt-check clippy bench
+.PHONY: run build test deps fmt fmt-check clippy bench loadtest
 
 ## run: build the release binary and start the server with livego.toml
 run: build
@@ -24,7 +24,14 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench:
 	$(CARGO) bench
+
+## loadtest: release server + 1 ffmpeg publisher (looped test media) + PLAYERS native RTMP players
+PLAYERS ?= 100
+DURATION ?= 20
+loadtest: build deps
+	$(CARGO) build --release -p loadtest
+	./scripts/loadtest.sh $(PLAYERS) $(DURATION)

@@ -38,7 +38,10 @@ fn main() {
             json["server_rss_bytes_per_player"] = (a.rss_bytes / report.players as u64).into();
         }
     }
-    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
     if let Some(path) = &opts.json {
         if let Err(e) = std::fs::write(path, json.to_string()) {
             eprintln!("livego-loadtest: cannot write {path}: {e}");

@@ -10,7 +10,8 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use livego::rtmp::{ClientConfig, ClientEvent, ClientMode, ClientSession};
 
-pub const USAGE: &str = "usage: livego-loadtest fanout --url rtmp://HOST:PORT/APP/NAME --players N \
+pub const USAGE: &str =
+    "usage: livego-loadtest fanout --url rtmp://HOST:PORT/APP/NAME --players N \
 [--duration SECONDS] [--server-pid PID] [--json PATH]";
 
 /// A gap in media longer than this (wall clock) counts as a stall.
@@ -239,7 +240,9 @@ async fn play(
         };
         session.feed(&buf[..n]).map_err(|e| e.to_string())?;
         while let Some(ev) = session.poll_event() {
-            let ClientEvent::Media(msg) = ev else { continue };
+            let ClientEvent::Media(msg) = ev else {
+                continue;
+            };
             let now = Instant::now();
             let mut s = stats.borrow_mut();
             s.bytes += msg.payload.len() as u64;

@@ -65,7 +65,12 @@ pub struct PlayerTicket {
 }
 
 impl Hub {
-    pub fn new(shard: usize, nr_shards: usize, router: Router<ShardMsg>, cfg: EngineConfig) -> Rc<Hub> {
+    pub fn new(
+        shard: usize,
+        nr_shards: usize,
+        router: Router<ShardMsg>,
+        cfg: EngineConfig,
+    ) -> Rc<Hub> {
         Rc::new(Hub {
             shard,
             nr_shards,
@@ -132,7 +137,10 @@ impl Hub {
             (key, notify)
         };
         for to in notify {
-            let _ = self.router.send(to, ShardMsg::Live { key: key.clone() }).await;
+            let _ = self
+                .router
+                .send(to, ShardMsg::Live { key: key.clone() })
+                .await;
         }
         (key, id)
     }

@@ -9,26 +9,39 @@ use crate::rtmp::server_session::ServerSession;
 /// one refcount increment, not a string copy.
 pub enum ShardMsg {
     /// Data shard -> control: which room does this channel key publish to?
-    KeyLookup { key: String },
+    KeyLookup {
+        key: String,
+    },
     /// `Ok(None)` = unknown key; `Err` = the key store failed.
     KeyLookupReply(Result<Option<String>, String>),
     /// Accepting shard -> owner: a publisher connection, moved as a socket plus its RTMP state.
     HandOff(Box<PublisherHandOff>),
     /// Player shard -> owner: start sending me this stream (cache snapshot, then live packets).
-    Subscribe { key: Arc<str> },
+    Subscribe {
+        key: Arc<str>,
+    },
     /// Player shard -> owner: my last player of this stream left.
-    Unsubscribe { key: Arc<str> },
+    Unsubscribe {
+        key: Arc<str>,
+    },
     /// Owner -> subscriber: the cache at the moment of subscription; live packets follow.
     Snapshot {
         key: Arc<str>,
         live: bool,
         packets: Vec<Packet>,
     },
-    Packet { key: Arc<str>, packet: Packet },
+    Packet {
+        key: Arc<str>,
+        packet: Packet,
+    },
     /// Owner -> subscribers: a publisher started.
-    Live { key: Arc<str> },
+    Live {
+        key: Arc<str>,
+    },
     /// Owner -> subscribers: the publisher left.
-    Unpublished { key: Arc<str> },
+    Unpublished {
+        key: Arc<str>,
+    },
 }
 
 /// A publisher accepted on one shard and handed to the stream's owner, which continues the

@@ -165,7 +165,8 @@ mod tests {
     fn feed(c: &mut GopCache<Packet>) {
         let vseq = Packet::from_message(9, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0, 1])).unwrap();
         let aseq = Packet::from_message(8, 0, Bytes::from_static(&[0xaf, 0, 0x12])).unwrap();
-        let meta = Packet::from_message(18, 0, Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")).unwrap();
+        let meta =
+            Packet::from_message(18, 0, Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")).unwrap();
         for p in [meta, vseq, aseq, audio(0)] {
             c.push(&p);
         }

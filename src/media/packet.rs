@@ -96,8 +96,8 @@ fn classify_video(p: &[u8]) -> (bool, bool) {
     if b0 & VIDEO_EX_HEADER != 0 {
         let frame_type = (b0 >> 4) & 0x07;
         let packet_type = b0 & 0x0f;
-        let seq =
-            packet_type == VIDEO_EX_SEQUENCE_START || packet_type == VIDEO_EX_MPEG2TS_SEQUENCE_START;
+        let seq = packet_type == VIDEO_EX_SEQUENCE_START
+            || packet_type == VIDEO_EX_MPEG2TS_SEQUENCE_START;
         return (frame_type == VIDEO_FRAME_KEY && !seq, seq);
     }
     let frame_type = b0 >> 4;

@@ -110,7 +110,11 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
     let listener = match shards::reuseport_listener(st.cfg.rtmp_addr) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("shard {}: cannot listen on {}: {e}", ctx.id, st.cfg.rtmp_addr);
+            tracing::error!(
+                "shard {}: cannot listen on {}: {e}",
+                ctx.id,
+                st.cfg.rtmp_addr
+            );
             std::process::exit(1);
         }
     };

@@ -15,7 +15,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
-use crate::engine::{nudge, ready, Item, PlayerQueue, PublisherHandOff, QueueLimits, QueueRef, ShardMsg};
+use crate::engine::{
+    nudge, ready, Item, PlayerQueue, PublisherHandOff, QueueLimits, QueueRef, ShardMsg,
+};
 use crate::media::Packet;
 use crate::rtmp::chunk::Message;
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
@@ -33,13 +35,8 @@ type ConnResult<T> = Result<T, String>;
 
 enum Next {
     Closed,
-    Publish {
-        app: String,
-        room: String,
-    },
-    Play {
-        key: String,
-    },
+    Publish { app: String, room: String },
+    Play { key: String },
 }
 
 pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
@@ -53,7 +50,9 @@ pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
     let next = future::or(command_phase(&st, &mut stream, &mut session), deadline).await;
     let result = match next {
         Ok(Next::Closed) => Ok(()),
-        Ok(Next::Publish { app, room }) => start_publish(st, stream, session, app, room, peer).await,
+        Ok(Next::Publish { app, room }) => {
+            start_publish(st, stream, session, app, room, peer).await
+        }
         Ok(Next::Play { key }) => play(st, stream, session, key).await,
         Err(e) => Err(e),
     };
@@ -206,7 +205,9 @@ async fn publish_loop(
         while let Some(ev) = session.poll_event() {
             match ev {
                 ServerEvent::Media(msg) => {
-                    let Some(packet) = packet_of(msg) else { continue };
+                    let Some(packet) = packet_of(msg) else {
+                        continue;
+                    };
                     if !st.hub.publish_packet(key, id, packet).await {
                         return Err("taken over by another publisher".into());
                     }
@@ -354,7 +355,9 @@ async fn player_writer(
         }
         batch.extend(control.borrow_mut().drain(..));
         for _ in 0..MAX_BATCH_FRAMES {
-            let Some(item) = queue.borrow_mut().pop() else { break };
+            let Some(item) = queue.borrow_mut().pop() else {
+                break;
+            };
             match item {
                 Item::Live => {
                     let mut s = session.borrow_mut();
