@@ -122,8 +122,10 @@ impl Hub {
             let stream = inner.streams.entry(key.clone()).or_insert(fresh);
             if let Some(old) = stream.publisher.take() {
                 tracing::info!(stream = %key, "publisher taken over by a new connection");
-                // SAFETY-free: shutdown on a descriptor the old publisher task still owns; it
-                // only makes that task's pending read return EOF.
+                // SAFETY: the old publisher task still owns this descriptor: a publisher task
+                // leaves the hub (publish_end) before its socket is dropped, and a kicked one's
+                // slot is replaced right here, so the fd cannot have been closed or reused.
+                // shutdown only makes that task's pending read return EOF.
                 unsafe { libc::shutdown(old.fd, libc::SHUT_RDWR) };
             }
             stream.publisher = Some(PublisherSlot { id, fd });

@@ -30,6 +30,11 @@ const COMMAND_PHASE_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_BUF: usize = 64 * 1024;
 /// Frames taken from a player's queue per vectored write; bounds latency for the other tasks.
 const MAX_BATCH_FRAMES: usize = 512;
+/// Kernel send buffer of a player socket. Autotuning would let a slow player hide seconds of
+/// media in the kernel (4 MB is 16 s at 2 Mbit/s), where the queue's GOP-aware dropping and
+/// `write_timeout` cannot see it; this keeps the backlog in our queue while still allowing
+/// ~30 Mbit/s at 100 ms RTT (Linux doubles the value).
+const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
 
 type ConnResult<T> = Result<T, String>;
 
@@ -249,6 +254,7 @@ async fn play(
     session: ServerSession,
     key: String,
 ) -> ConnResult<()> {
+    set_send_buffer(&stream, PLAYER_SNDBUF);
     let (rd, mut wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
     let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
     let session = Rc::new(RefCell::new(session));
@@ -397,6 +403,22 @@ async fn player_writer(
             Err(e) => return Err(format!("write: {e}")),
         }
         batch.clear();
+    }
+}
+
+fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("SO_SNDBUF: {}", std::io::Error::last_os_error());
     }
 }
 
