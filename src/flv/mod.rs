@@ -1,1 +1,0 @@
-//! FLV file header and tag encoding.
