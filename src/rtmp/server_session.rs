@@ -515,13 +515,7 @@ impl ServerSession {
     /// onStatus with level "error" and `code` (e.g. NetStream.Publish.BadName); the client may
     /// try again on the same connection.
     pub fn reject_publish(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
-        let r = self.take_pending(State::PublishPending, "reject_publish")?;
-        self.send(
-            r.csid,
-            &command::on_status(r.stream_id, "error", code, description),
-        );
-        self.state = State::Connected;
-        self.process()
+        self.reject_pending(State::PublishPending, "reject_publish", code, description)
     }
 
     pub fn accept_play(&mut self) -> Result<(), SessionError> {
@@ -553,7 +547,19 @@ impl ServerSession {
 
     /// onStatus with level "error" and `code` (e.g. NetStream.Play.StreamNotFound).
     pub fn reject_play(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
-        let r = self.take_pending(State::PlayPending, "reject_play")?;
+        self.reject_pending(State::PlayPending, "reject_play", code, description)
+    }
+
+    /// Answers a pending publish/play with an error onStatus; the connection goes back to the
+    /// connected state, where the client may try again.
+    fn reject_pending(
+        &mut self,
+        pending: State,
+        what: &'static str,
+        code: &str,
+        description: &str,
+    ) -> Result<(), SessionError> {
+        let r = self.take_pending(pending, what)?;
         self.send(
             r.csid,
             &command::on_status(r.stream_id, "error", code, description),
