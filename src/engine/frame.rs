@@ -21,6 +21,7 @@ const CSID_VIDEO: u32 = 6;
 pub struct Frame {
     pub packet: Packet,
     rtmp: OnceCell<Bytes>,
+    flv: OnceCell<Bytes>,
 }
 
 impl Frame {
@@ -28,6 +29,7 @@ impl Frame {
         Frame {
             packet,
             rtmp: OnceCell::new(),
+            flv: OnceCell::new(),
         }
     }
 
@@ -49,6 +51,17 @@ impl Frame {
             };
             let mut out = BytesMut::new();
             encode_message(&mut out, OUT_CHUNK_SIZE as usize, csid, &msg);
+            out.freeze()
+        })
+    }
+
+    /// The packet as one FLV tag (header, body, PreviousTagSize), for HTTP-FLV viewers and
+    /// recordings.
+    pub fn flv(&self) -> &Bytes {
+        self.flv.get_or_init(|| {
+            let p = &self.packet;
+            let mut out = BytesMut::with_capacity(crate::flv::tag_len(p.payload.len()));
+            crate::flv::encode_tag(&mut out, p.type_id(), p.timestamp, &p.payload);
             out.freeze()
         })
     }

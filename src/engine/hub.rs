@@ -11,6 +11,8 @@ use crate::media::{GopLimits, Packet, TimestampNormaliser};
 use super::feed::Feed;
 use super::messages::ShardMsg;
 use super::queue::QueueRef;
+use super::sessions::Sessions;
+use super::sink::{PublishInfo, SinkFactory, StreamSink};
 
 /// Engine settings every shard shares.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +28,8 @@ pub struct Hub {
     router: Router<ShardMsg>,
     cfg: EngineConfig,
     inner: RefCell<Inner>,
+    sessions: Rc<Sessions>,
+    sink_factory: RefCell<Option<SinkFactory>>,
 }
 
 #[derive(Default)]
@@ -43,6 +47,8 @@ struct Stream {
     /// Shards with players of this stream; each gets every packet once.
     subscribers: Vec<usize>,
     timestamps: TimestampNormaliser,
+    /// Sinks of the current publish session (HLS, recording, static push).
+    sinks: Vec<Box<dyn StreamSink>>,
 }
 
 struct PublisherSlot {
@@ -77,7 +83,19 @@ impl Hub {
             router,
             cfg,
             inner: RefCell::new(Inner::default()),
+            sessions: Sessions::new(shard),
+            sink_factory: RefCell::new(None),
         })
+    }
+
+    /// The sessions (publishers, players, relays) of this shard, for stats.
+    pub fn sessions(&self) -> &Rc<Sessions> {
+        &self.sessions
+    }
+
+    /// Installs what makes the owner-side sinks of each publish session.
+    pub fn set_sink_factory(&self, factory: SinkFactory) {
+        *self.sink_factory.borrow_mut() = Some(factory);
     }
 
     pub fn shard(&self) -> usize {
@@ -105,13 +123,16 @@ impl Hub {
             publisher: None,
             subscribers: Vec::new(),
             timestamps: TimestampNormaliser::new(),
+            sinks: Vec::new(),
         }
     }
 
     /// Registers a publisher on a stream this shard owns. A publisher already there is kicked
     /// (livego's takeover semantics); players stay and continue on the new timeline.
-    pub async fn publish_begin(&self, key: &str, fd: RawFd) -> (Arc<str>, u64) {
+    pub async fn publish_begin(&self, app: &str, room: &str, fd: RawFd) -> (Arc<str>, u64) {
         let id = self.next_id();
+        let key = format!("{app}/{room}");
+        let key = key.as_str();
         let (key, notify) = {
             let mut inner = self.inner.borrow_mut();
             let key: Arc<str> = match inner.streams.get_key_value(key) {
@@ -130,6 +151,16 @@ impl Hub {
             }
             stream.publisher = Some(PublisherSlot { id, fd });
             stream.timestamps.new_session();
+            for mut sink in stream.sinks.drain(..) {
+                sink.on_end();
+            }
+            if let Some(factory) = self.sink_factory.borrow().as_ref() {
+                stream.sinks = factory(&PublishInfo {
+                    key: key.clone(),
+                    app: app.to_string(),
+                    room: room.to_string(),
+                });
+            }
             let notify = if stream.feed.is_live() {
                 Vec::new()
             } else {
@@ -160,6 +191,9 @@ impl Hub {
                 return false;
             }
             packet.timestamp = stream.timestamps.normalise(packet.timestamp);
+            for sink in &mut stream.sinks {
+                sink.on_packet(&packet);
+            }
             for &to in &stream.subscribers {
                 let msg = ShardMsg::Packet {
                     key: key.clone(),
@@ -189,6 +223,9 @@ impl Hub {
                 return;
             }
             stream.publisher = None;
+            for mut sink in stream.sinks.drain(..) {
+                sink.on_end();
+            }
             stream.feed.set_unpublished();
             let notify = stream.subscribers.clone();
             if notify.is_empty() && stream.feed.player_count() == 0 {
@@ -326,7 +363,11 @@ impl Hub {
                     }
                 }
             }
-            ShardMsg::KeyLookup { .. } | ShardMsg::KeyLookupReply(_) | ShardMsg::HandOff(_) => {
+            ShardMsg::KeyLookup { .. }
+            | ShardMsg::KeyLookupReply(_)
+            | ShardMsg::HandOff(_)
+            | ShardMsg::CollectSessions
+            | ShardMsg::Sessions(_) => {
                 tracing::warn!(from, "engine got a message meant for another layer");
             }
         }

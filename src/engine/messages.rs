@@ -3,6 +3,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::media::Packet;
+
+use super::sessions::SessionStat;
 use crate::rtmp::server_session::ServerSession;
 
 /// Everything that crosses shards. Stream keys travel as `Arc<str>` so a packet message costs
@@ -42,6 +44,10 @@ pub enum ShardMsg {
     Unpublished {
         key: Arc<str>,
     },
+    /// Control (or any shard) -> data shard, a request: the sessions you serve.
+    CollectSessions,
+    /// Reply to `CollectSessions`.
+    Sessions(Vec<SessionStat>),
 }
 
 /// A publisher accepted on one shard and handed to the stream's owner, which continues the
@@ -53,4 +59,6 @@ pub struct PublisherHandOff {
     pub app: String,
     pub room: String,
     pub peer: Option<SocketAddr>,
+    /// tcUrl + "/" + name, for stats.
+    pub url: String,
 }

@@ -6,9 +6,15 @@ mod frame;
 mod hub;
 mod messages;
 mod queue;
+mod sessions;
+mod sink;
+mod stats;
 
 pub use feed::Feed;
 pub use frame::{Frame, OUT_CHUNK_SIZE, PLAY_STREAM_ID};
 pub use hub::{EngineConfig, Hub, PlayerTicket};
 pub use messages::{PublisherHandOff, ShardMsg};
 pub use queue::{nudge, ready, CloseReason, Item, PlayerQueue, QueueLimits, QueueRef};
+pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions};
+pub use sink::{PublishInfo, SinkFactory, StreamSink};
+pub use stats::gather_sessions;

@@ -100,10 +100,19 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         ctx.router.serve(move |incoming| {
             let from = incoming.from;
             match incoming.msg {
-                ShardMsg::HandOff(h) => {
-                    glommio::spawn_local(resume_publisher(st.clone(), *h)).detach();
+                ShardMsg::HandOff(_) => {
+                    let (_, msg, _) = incoming.into_parts();
+                    if let ShardMsg::HandOff(h) = msg {
+                        glommio::spawn_local(resume_publisher(st.clone(), *h)).detach();
+                    }
                 }
-                msg => st.hub.on_message(from, msg),
+                ShardMsg::CollectSessions => {
+                    incoming.reply(ShardMsg::Sessions(st.hub.sessions().snapshot()));
+                }
+                _ => {
+                    let (_, msg, _) = incoming.into_parts();
+                    st.hub.on_message(from, msg);
+                }
             }
         });
     }

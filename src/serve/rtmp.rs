@@ -16,9 +16,10 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready, Item, PlayerQueue, PublisherHandOff, QueueLimits, QueueRef, ShardMsg,
+    nudge, ready, Counters, Item, PlayerQueue, Protocol, PublisherHandOff, QueueLimits, QueueRef,
+    Role, ShardMsg,
 };
-use crate::media::Packet;
+use crate::media::{Packet, PacketKind};
 use crate::rtmp::chunk::Message;
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
 
@@ -38,10 +39,24 @@ const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
 
 type ConnResult<T> = Result<T, String>;
 
+/// Who a session is, for logs and stats: the peer address and the URL it used (livego's
+/// `url` field: tcUrl + "/" + stream name).
+struct Who {
+    peer: Option<SocketAddr>,
+    url: String,
+}
+
 enum Next {
     Closed,
-    Publish { app: String, room: String },
-    Play { key: String },
+    Publish {
+        app: String,
+        room: String,
+        url: String,
+    },
+    Play {
+        key: String,
+        url: String,
+    },
 }
 
 pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
@@ -55,10 +70,11 @@ pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
     let next = future::or(command_phase(&st, &mut stream, &mut session), deadline).await;
     let result = match next {
         Ok(Next::Closed) => Ok(()),
-        Ok(Next::Publish { app, room }) => {
-            start_publish(st, stream, session, app, room, peer).await
+        Ok(Next::Publish { app, room, url }) => {
+            let who = Who { peer, url };
+            start_publish(st, stream, session, app, room, who).await
         }
-        Ok(Next::Play { key }) => play(st, stream, session, key).await,
+        Ok(Next::Play { key, url }) => play(st, stream, session, key, Who { peer, url }).await,
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -83,10 +99,16 @@ async fn command_phase(
 ) -> ConnResult<Next> {
     let mut buf = vec![0u8; READ_BUF];
     let mut app: Option<String> = None;
+    let mut tc_url = String::new();
     loop {
         while let Some(ev) = session.poll_event() {
             match ev {
-                ServerEvent::Connect { app: name, .. } => {
+                ServerEvent::Connect {
+                    app: name,
+                    tc_url: t,
+                    ..
+                } => {
+                    tc_url = t.unwrap_or_default();
                     if st.app_is_live(&name) {
                         session.accept_connect().map_err(|e| e.to_string())?;
                         app = Some(name);
@@ -104,7 +126,8 @@ async fn command_phase(
                     match st.resolve_publish(&name).await {
                         Ok(room) => {
                             flush(stream, session).await?;
-                            return Ok(Next::Publish { app, room });
+                            let url = format!("{}/{name}", tc_url.trim_end_matches('/'));
+                            return Ok(Next::Publish { app, room, url });
                         }
                         Err(reason) => {
                             let _ = session.reject_publish("NetStream.Publish.BadName", &reason);
@@ -120,6 +143,7 @@ async fn command_phase(
                     flush(stream, session).await?;
                     return Ok(Next::Play {
                         key: format!("{app}/{name}"),
+                        url: format!("{}/{name}", tc_url.trim_end_matches('/')),
                     });
                 }
                 ServerEvent::Media(_) => return Err("media before publish".into()),
@@ -144,11 +168,11 @@ async fn start_publish(
     session: ServerSession,
     app: String,
     room: String,
-    peer: Option<SocketAddr>,
+    who: Who,
 ) -> ConnResult<()> {
     let owner = st.hub.owner_of(&format!("{app}/{room}"));
     if owner == st.hub.shard() {
-        return run_publisher(st, stream, session, app, room, peer).await;
+        return run_publisher(st, stream, session, app, room, who).await;
     }
     let fd = shards::detach(stream).map_err(|e| format!("hand-off: {e}"))?;
     let handoff = PublisherHandOff {
@@ -156,7 +180,8 @@ async fn start_publish(
         session,
         app,
         room,
-        peer,
+        peer: who.peer,
+        url: who.url,
     };
     st.hub
         .router()
@@ -169,7 +194,8 @@ async fn start_publish(
 pub async fn resume_publisher(st: Rc<ShardState>, h: PublisherHandOff) {
     let stream = shards::attach(h.fd);
     let peer = h.peer;
-    if let Err(e) = run_publisher(st, stream, h.session, h.app, h.room, peer).await {
+    let who = Who { peer, url: h.url };
+    if let Err(e) = run_publisher(st, stream, h.session, h.app, h.room, who).await {
         tracing::info!(peer = ?peer, "rtmp publisher closed: {e}");
     }
 }
@@ -180,19 +206,21 @@ async fn run_publisher(
     mut session: ServerSession,
     app: String,
     room: String,
-    peer: Option<SocketAddr>,
+    who: Who,
 ) -> ConnResult<()> {
-    let (key, id) = st
-        .hub
-        .publish_begin(&format!("{app}/{room}"), stream.as_raw_fd())
-        .await;
+    let peer = who.peer;
+    let (key, id) = st.hub.publish_begin(&app, &room, stream.as_raw_fd()).await;
+    let guard =
+        st.hub
+            .sessions()
+            .register(Role::Publisher, Protocol::Rtmp, key.clone(), who.url, peer);
     tracing::info!(stream = %key, peer = ?peer, shard = st.hub.shard(), "publish start");
     if let Err(e) = session.accept_publish() {
         st.hub.publish_end(&key, id).await;
         return Err(e.to_string());
     }
     let _ = stream.set_read_timeout(st.read_timeout);
-    let result = publish_loop(&st, &mut stream, &mut session, &key, id).await;
+    let result = publish_loop(&st, &mut stream, &mut session, &key, id, &guard.counters).await;
     st.hub.publish_end(&key, id).await;
     tracing::info!(stream = %key, peer = ?peer, "publish end");
     result
@@ -204,6 +232,7 @@ async fn publish_loop(
     session: &mut ServerSession,
     key: &Arc<str>,
     id: u64,
+    counters: &Counters,
 ) -> ConnResult<()> {
     let mut buf = vec![0u8; READ_BUF];
     loop {
@@ -213,6 +242,9 @@ async fn publish_loop(
                     let Some(packet) = packet_of(msg) else {
                         continue;
                     };
+                    if packet.kind != PacketKind::Meta {
+                        counters.add_media(packet.is_video(), packet.payload.len());
+                    }
                     if !st.hub.publish_packet(key, id, packet).await {
                         return Err("taken over by another publisher".into());
                     }
@@ -233,6 +265,7 @@ async fn publish_loop(
             }
             Err(e) => return Err(format!("read: {e}")),
         };
+        counters.add_wire(n);
         session.feed(&buf[..n]).map_err(|e| e.to_string())?;
     }
 }
@@ -253,6 +286,7 @@ async fn play(
     stream: TcpStream,
     session: ServerSession,
     key: String,
+    who: Who,
 ) -> ConnResult<()> {
     set_send_buffer(&stream, PLAYER_SNDBUF);
     let (rd, mut wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
@@ -260,6 +294,13 @@ async fn play(
     let session = Rc::new(RefCell::new(session));
     let control: Rc<RefCell<VecDeque<Bytes>>> = Rc::new(RefCell::new(VecDeque::new()));
     let ticket = st.hub.play_join(&key, queue.clone()).await;
+    let guard = st.hub.sessions().register(
+        Role::Player,
+        Protocol::Rtmp,
+        ticket.key.clone(),
+        who.url,
+        who.peer,
+    );
     tracing::info!(stream = %key, shard = st.hub.shard(), "play start");
 
     let reader = glommio::spawn_local(player_reader(
@@ -268,7 +309,11 @@ async fn play(
         queue.clone(),
         control.clone(),
     ));
-    let result = player_writer(&st, &mut wr, &session, &queue, &control).await;
+    let result = player_writer(&st, &mut wr, &session, &queue, &control, &guard.counters).await;
+    guard
+        .counters
+        .dropped_packets
+        .set(queue.borrow().dropped_packets);
     st.hub.play_leave(&ticket).await;
     wr.shutdown();
     let _ = reader.await;
@@ -324,6 +369,7 @@ async fn player_writer(
     session: &Rc<RefCell<ServerSession>>,
     queue: &QueueRef,
     control: &Rc<RefCell<VecDeque<Bytes>>>,
+    counters: &Counters,
 ) -> ConnResult<()> {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
     let mut started = false;
@@ -384,6 +430,10 @@ async fn player_writer(
                 }
                 Item::Frame(f) => {
                     if started {
+                        let p = &f.packet;
+                        if p.kind != PacketKind::Meta {
+                            counters.add_media(p.is_video(), p.payload.len());
+                        }
                         batch.push_back(f.rtmp().clone());
                     }
                 }
@@ -398,7 +448,7 @@ async fn player_writer(
             Ok(true)
         };
         match future::or(write, stuck).await {
-            Ok(false) => {}
+            Ok(false) => counters.dropped_packets.set(queue.borrow().dropped_packets),
             Ok(true) => return Err("write timeout: player stuck".into()),
             Err(e) => return Err(format!("write: {e}")),
         }
