@@ -1,53 +1,157 @@
-//! `livego-loadtest`: a swarm of native RTMP players in one process, for measuring a server
-//! (ours, nginx-rtmp, livego) on the same machine. Each player checks what it receives
-//! (starts at a sequence header or keyframe, timestamps never go back per track) and the
-//! harness reports throughput, time to first frame, stalls and the server's CPU and memory.
-//!
-//! Usage: livego-loadtest fanout --url rtmp://127.0.0.1:1935/live/ROOM --players 100
-//!        [--duration 20] [--server-pid PID] [--json out.json]
+//! `livego-loadtest`: see `livego-loadtest --help`.
 
-mod player;
-mod proc_stats;
-
+use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Parser;
+use loadtest::report;
+use loadtest::run::{self, Params, PublisherKind, Scenario, Target};
+use loadtest::server::Kind;
+use loadtest::swarm::Proto;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "livego-loadtest",
+    about = "Load test of livego-rs, nginx-rtmp and livego"
+)]
+struct Cli {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Servers to start, one after the other: livego-rs[=BIN], nginx-rtmp, livego=PATH.
+    #[arg(long, value_delimiter = ',')]
+    server: Vec<String>,
+    /// Play URL of a server run elsewhere (rtmp://HOST:PORT/APP/NAME or http://.../NAME.flv).
+    #[arg(long)]
+    url: Option<String>,
+    /// Publish URL for --url (omit when something else publishes).
+    #[arg(long)]
+    publish_url: Option<String>,
+    /// Players (fanout, ramp steps: comma list) or publishers (ingest).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    players: Vec<usize>,
+    /// Streams for mixed.
+    #[arg(long, default_value_t = 10)]
+    streams: usize,
+    /// Viewers per stream for mixed and ingest.
+    #[arg(long, default_value_t = 10)]
+    viewers: usize,
+    /// Ramp: first count, step and last count (overrides --players).
+    #[arg(long, num_args = 3, value_names = ["START", "STEP", "MAX"])]
+    ramp: Vec<usize>,
+    #[arg(long, value_enum, default_value = "native")]
+    publisher: PublisherKind,
+    #[arg(long, default_value = "rtmp", value_parser = ["rtmp", "httpflv"])]
+    proto: String,
+    /// Media bitrate in kbit/s (video + 64 kbit/s audio).
+    #[arg(long, default_value_t = 600)]
+    kbit: u32,
+    #[arg(long, default_value_t = 2)]
+    gop: u32,
+    /// Measurement window in seconds.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Seconds between the last player joining and the window.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Swarm threads (glommio executors).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// JSON report; the SVG chart goes next to it.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Where the generated media is cached.
+    #[arg(long, default_value = "target/loadtest-media")]
+    media_dir: PathBuf,
+    #[arg(long)]
+    quiet: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match player::Options::parse(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("livego-loadtest: {e}\n{}", player::USAGE);
-            std::process::exit(2);
-        }
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("livego-loadtest: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<(), String> {
+    let counts: Vec<usize> = match cli.ramp[..] {
+        [start, step, max] if step > 0 => (start..=max).step_by(step).collect(),
+        [_, _, _] => return Err("--ramp step must be > 0".into()),
+        _ => cli.players.clone(),
     };
-    let before = opts.server_pid.and_then(proc_stats::sample);
-    let report = player::run_swarm(&opts);
-    let after = opts.server_pid.and_then(proc_stats::sample);
-    let window = Duration::from_secs(opts.duration_secs).as_secs_f64();
-    let mut json = report.to_json();
-    if let (Some(b), Some(a)) = (before, after) {
-        let cpu = a.cpu_seconds - b.cpu_seconds;
-        let gbit = report.total_bytes as f64 * 8.0 / 1e9;
-        json["server_cpu_seconds"] = cpu.into();
-        json["server_cpu_percent"] = (100.0 * cpu / window).into();
-        json["server_rss_bytes"] = a.rss_bytes.into();
-        if gbit > 0.0 {
-            json["server_cpu_seconds_per_gbit"] = (cpu / gbit).into();
+    let proto = if cli.proto == "httpflv" {
+        Proto::HttpFlv
+    } else {
+        Proto::Rtmp
+    };
+    let p = Params {
+        scenario: cli.scenario,
+        proto,
+        publisher: cli.publisher,
+        streams: cli.streams,
+        viewers: cli.viewers,
+        publishers: 1,
+        kbit: cli.kbit,
+        gop_secs: cli.gop,
+        duration: Duration::from_secs(cli.duration),
+        warmup: Duration::from_secs(cli.warmup),
+        threads: cli.threads,
+        media_dir: cli.media_dir.clone(),
+        progress: !cli.quiet,
+    };
+    let rows = match (&cli.url, cli.server.is_empty()) {
+        (Some(url), true) => {
+            let mut rows = vec![];
+            for &n in &counts {
+                let mut q = p.clone();
+                q.viewers = n;
+                q.proto = if url.starts_with("http") {
+                    Proto::HttpFlv
+                } else {
+                    Proto::Rtmp
+                };
+                let t = Target::Urls {
+                    play: url.clone(),
+                    publish: cli.publish_url.clone(),
+                };
+                rows.push(run::run_once(&q, &t)?);
+            }
+            rows
         }
-        if report.players > 0 {
-            json["server_rss_bytes_per_player"] = (a.rss_bytes / report.players as u64).into();
+        (None, false) => {
+            let workspace = std::env::current_dir().map_err(|e| e.to_string())?;
+            let kinds = cli
+                .server
+                .iter()
+                .map(|s| Kind::parse(s, &workspace))
+                .collect::<Result<Vec<_>, _>>()?;
+            run::run_servers(&p, &kinds, &counts)?
+        }
+        _ => return Err("give either --url or --server".into()),
+    };
+    print!("{}", report::table(&rows));
+    print!("{}", report::ratios(&rows));
+    if cli.scenario == Scenario::Ramp {
+        for (s, n) in run::highest_held(&rows) {
+            println!("{s}: highest count that held: {n}");
         }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).unwrap_or_default()
-    );
-    if let Some(path) = &opts.json {
-        if let Err(e) = std::fs::write(path, json.to_string()) {
-            eprintln!("livego-loadtest: cannot write {path}: {e}");
-        }
+    if let Some(path) = &cli.json {
+        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        let svg = path.with_extension("svg");
+        std::fs::write(&svg, report::svg(&rows)).map_err(|e| format!("{}: {e}", svg.display()))?;
+        eprintln!("wrote {} and {}", path.display(), svg.display());
     }
-    if report.players_receiving < report.players || report.bad_streams > 0 {
-        std::process::exit(1);
+    if rows.iter().all(|r| r.held()) {
+        Ok(())
+    } else if cli.scenario == Scenario::Ramp {
+        Ok(())
+    } else {
+        for r in rows.iter().filter(|r| !r.held()) {
+            eprintln!("{}: {:?}", r.server, r.first_problems);
+        }
+        Err("some players or publishers did not hold".into())
     }
 }
