@@ -1,7 +1,7 @@
 CARGO ?= cargo
 CONFIG ?= livego.toml
 
-.PHONY: run build test deps fmt fmt-check clippy bench loadtest
+.PHONY: run build test deps fmt fmt-check clippy bench loadtest compare
 
 ## run: build the release binary and start the server with livego.toml
 run: build
@@ -29,9 +29,16 @@ clippy:
 bench:
 	$(CARGO) bench
 
-## loadtest: release server + 1 ffmpeg publisher (looped test media) + PLAYERS native RTMP players
+## loadtest: release server + native publisher + PLAYERS native RTMP players (short fan-out)
+## compare: the same scenario against livego-rs, nginx-rtmp (and LIVEGO=path), with ratios
+## Knobs: PLAYERS=100[,1000] DURATION=20 KBIT=600 SCENARIO=fanout|ingest|mixed|ramp PROTO=rtmp|httpflv
 PLAYERS ?= 100
 DURATION ?= 20
+export PLAYERS DURATION KBIT SCENARIO PROTO THREADS LIVEGO
 loadtest: build deps
 	$(CARGO) build --release -p loadtest
-	./scripts/loadtest.sh $(PLAYERS) $(DURATION)
+	./scripts/loadtest.sh loadtest
+
+compare: build deps
+	$(CARGO) build --release -p loadtest
+	./scripts/loadtest.sh compare

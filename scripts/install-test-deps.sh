@@ -18,6 +18,11 @@ for cmd in "${!NEEDED[@]}"; do
     [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
 done
+# `make compare` measures nginx with Debian's RTMP module beside us (the binary is in /usr/sbin,
+# which a non-root PATH may lack, so the module file is the test)
+if [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
+  missing+=(nginx libnginx-mod-rtmp)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -144,9 +144,8 @@ fn real_main(cli: Cli) -> Result<(), String> {
         std::fs::write(&svg, report::svg(&rows)).map_err(|e| format!("{}: {e}", svg.display()))?;
         eprintln!("wrote {} and {}", path.display(), svg.display());
     }
-    if rows.iter().all(|r| r.held()) {
-        Ok(())
-    } else if cli.scenario == Scenario::Ramp {
+    // a ramp runs until a step fails: that failure is its result, not an error
+    if cli.scenario == Scenario::Ramp || rows.iter().all(|r| r.held()) {
         Ok(())
     } else {
         for r in rows.iter().filter(|r| !r.held()) {

@@ -104,14 +104,14 @@ pub fn ratios(rows: &[Summary]) -> String {
             _ => "-".into(),
         };
         out += &format!(
-            "{} / {} at {} players, {} publishers: cpu/Gbit {}, RSS/player {}, publishers/cpu-s {}, latency p50 {}\n",
+            "{} / {} at {} players, {} publishers: cpu-s/Gbit {}, RSS/player {}, publishers per cpu-s {}, latency p50 {}\n",
             r.server,
             base,
             r.players,
             r.publishers,
             ratio(r.cpu_s_per_gbit, b.cpu_s_per_gbit),
             ratio(r.rss_kib_per_player, b.rss_kib_per_player),
-            ratio(b.publishers_per_cpu_s, r.publishers_per_cpu_s).replace('x', "x fewer"),
+            ratio(r.publishers_per_cpu_s, b.publishers_per_cpu_s),
             ratio(r.latency_ms_p50, b.latency_ms_p50),
         );
     }
@@ -123,6 +123,8 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+type Metric = fn(&Summary) -> Option<f64>;
 
 const COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
 
@@ -142,7 +144,7 @@ pub fn svg(rows: &[Summary]) -> String {
         2.0 * w,
         h + 30.0
     );
-    let panels: [(&str, fn(&Summary) -> Option<f64>); 2] = [
+    let panels: [(&str, Metric); 2] = [
         ("server CPU %", |r| r.server_cpu_percent),
         ("delivery latency p50 (ms)", |r| r.latency_ms_p50),
     ];
@@ -247,11 +249,11 @@ mod tests {
         assert!(s.contains("x&lt;y") && !s.contains("x<y"));
         let r = ratios(&rows);
         assert!(
-            r.contains("nginx-rtmp / livego-rs at 100 players, 0 publishers: cpu/Gbit 2.00x"),
+            r.contains("nginx-rtmp / livego-rs at 100 players, 0 publishers: cpu-s/Gbit 2.00x"),
             "{r}"
         );
         assert!(
-            r.contains("x<y / livego-rs at 1000 players, 0 publishers: cpu/Gbit 3.00x"),
+            r.contains("x<y / livego-rs at 1000 players, 0 publishers: cpu-s/Gbit 3.00x"),
             "{r}"
         );
         assert_eq!(table(&rows).lines().count(), 5);

@@ -130,7 +130,10 @@ impl Server {
                     .replace("@RTMP_PORT@", &rtmp_port.to_string());
                 let path = dir.path().join("nginx.conf");
                 std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-                let mut c = Command::new("nginx");
+                let bin = ["/usr/sbin/nginx", "nginx"]
+                    .into_iter()
+                    .find(|b| Path::new(b).exists());
+                let mut c = Command::new(bin.unwrap_or("nginx"));
                 c.arg("-p").arg(dir.path()).arg("-c").arg(&path);
                 (c, None, None)
             }
