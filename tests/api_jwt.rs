@@ -61,7 +61,12 @@ fn each_algorithm_accepts_its_tokens_and_refuses_bad_ones() {
         // Header and query parameter both work, on every route.
         let r = req(&s, "GET", "/control/get?room=movie", &bearer(&good));
         assert_eq!(r.status, 200, "{name}: {}", r.body);
-        let r = req(&s, "GET", &format!("/control/get?room=movie&jwt={good}"), "");
+        let r = req(
+            &s,
+            "GET",
+            &format!("/control/get?room=movie&jwt={good}"),
+            "",
+        );
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         assert_eq!(req(&s, "GET", "/stat/livestat", &bearer(&good)).status, 200);
         assert_eq!(req(&s, "GET", "/metrics", &bearer(&good)).status, 200);
@@ -72,7 +77,12 @@ fn each_algorithm_accepts_its_tokens_and_refuses_bad_ones() {
             "Required authorization token not found",
         );
         assert_refused(
-            &req(&s, "GET", "/control/get?room=movie", "Authorization: Basic abc\r\n"),
+            &req(
+                &s,
+                "GET",
+                "/control/get?room=movie",
+                "Authorization: Basic abc\r\n",
+            ),
             "Authorization header format must be Bearer {token}",
         );
         assert_refused(
@@ -125,7 +135,11 @@ fn each_algorithm_accepts_its_tokens_and_refuses_bad_ones() {
             "/control/get?room=movie",
             "Origin: http://evil\r\nAccess-Control-Request-Method: GET\r\n",
         );
-        assert_eq!(r.status, 403, "preflight without CORS configured: {}", r.body);
+        assert_eq!(
+            r.status, 403,
+            "preflight without CORS configured: {}",
+            r.body
+        );
         assert!(r.header("access-control-allow-origin").is_none());
         // With a token, OPTIONS behaves like any method (livego routes ignore the method).
         let r = req(&s, "OPTIONS", "/control/get?room=movie", &bearer(&good));
@@ -167,7 +181,12 @@ fn cors_headers_and_preflight_with_jwt() {
         .header("access-control-allow-methods")
         .is_some_and(|m| m.contains("GET")));
     // A plain OPTIONS (not a preflight) still needs the token.
-    let r = req(&s, "OPTIONS", "/control/get?room=movie", "Origin: https://x\r\n");
+    let r = req(
+        &s,
+        "OPTIONS",
+        "/control/get?room=movie",
+        "Origin: https://x\r\n",
+    );
     assert_eq!(r.status, 403);
     // The preflight created nothing: the room still has the key fetched above.
     let key = req(&s, "GET", "/control/get?room=movie", &bearer(&good)).body;
