@@ -35,7 +35,10 @@ fn role_name(r: Role) -> &'static str {
 /// Writers of extra metric families (complete `# HELP`/`# TYPE`/sample lines), called at
 /// every scrape on the control shard. The relay manager registers one for its relay states.
 #[derive(Clone, Default)]
-pub struct MetricsSources(Rc<RefCell<Vec<Box<dyn Fn(&mut String)>>>>);
+pub struct MetricsSources(Rc<RefCell<Vec<MetricsSource>>>);
+
+/// Appends complete metric families to the exposition text.
+pub type MetricsSource = Box<dyn Fn(&mut String)>;
 
 impl MetricsSources {
     pub fn add(&self, source: impl Fn(&mut String) + 'static) {
