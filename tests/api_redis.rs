@@ -204,3 +204,34 @@ fn redis_down_gives_503_and_refusals_then_recovers() {
     drop(assert_publish(&s, &fresh, "NetStream.Publish.Start"));
     drop(running);
 }
+
+#[test]
+fn stalled_redis_answers_503_within_the_bound_then_recovers() {
+    let redis = Redis::start();
+    let s = server_on(&redis.addr());
+    let key = s.key_for("movie");
+    let pid = redis.proc.pid().expect("redis pid");
+    // A stopped process keeps its socket open but never answers: the slow-Redis case.
+    signal(pid, libc::SIGSTOP);
+    let t0 = Instant::now();
+    let (status, v) = s.api_json("/control/get?room=movie");
+    let took = t0.elapsed();
+    signal(pid, libc::SIGCONT);
+    assert_eq!(status, 503, "{v}");
+    assert!(took < Duration::from_secs(3), "503 took {took:?}");
+    let again = eventually(Duration::from_secs(10), || {
+        let (status, v) = s.api_json("/control/get?room=movie");
+        (status == 200).then(|| data(&v))
+    })
+    .expect("API did not recover after Redis resumed");
+    assert_eq!(again, key);
+    drop(assert_publish(&s, &key, "NetStream.Publish.Start"));
+}
+
+/// Signals our own redis-server child (by its PID, never by name).
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on the PID of a child this test spawned and still owns.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
