@@ -9,6 +9,8 @@ declare -A NEEDED=(
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [rtmpdump]=rtmpdump
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 
 missing=()

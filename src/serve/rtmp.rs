@@ -442,13 +442,17 @@ async fn player_writer(
         if batch.is_empty() {
             continue;
         }
+        let batch_bytes: usize = batch.iter().map(|b| b.len()).sum();
         let write = async { wr.write_vectored_all(&mut batch).await.map(|_| false) };
         let stuck = async {
             Timer::new(st.write_timeout).await;
             Ok(true)
         };
         match future::or(write, stuck).await {
-            Ok(false) => counters.dropped_packets.set(queue.borrow().dropped_packets),
+            Ok(false) => {
+                counters.add_wire(batch_bytes);
+                counters.dropped_packets.set(queue.borrow().dropped_packets);
+            }
             Ok(true) => return Err("write timeout: player stuck".into()),
             Err(e) => return Err(format!("write: {e}")),
         }
