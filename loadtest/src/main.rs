@@ -32,7 +32,7 @@ struct Cli {
     /// Streams for mixed.
     #[arg(long, default_value_t = 10)]
     streams: usize,
-    /// Viewers per stream for mixed and ingest.
+    /// Viewers per stream for mixed (ingest has none: it measures the publishers alone).
     #[arg(long, default_value_t = 10)]
     viewers: usize,
     /// Ramp: first count, step and last count (overrides --players).

@@ -97,7 +97,7 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
     let media = crate::media::ensure(&p.media_dir, p.kbit, p.gop_secs)?;
     let tags = Arc::new(crate::media::load(&media)?);
     let (streams, viewers) = match p.scenario {
-        Scenario::Ingest => (p.publishers, p.viewers),
+        Scenario::Ingest => (p.publishers, 0),
         Scenario::Mixed => (p.streams, p.viewers),
         Scenario::Fanout | Scenario::Ramp => (1, p.viewers),
     };
@@ -314,7 +314,10 @@ pub fn run_servers(p: &Params, servers: &[Kind], counts: &[usize]) -> Result<Vec
             let mut q = p.clone();
             match p.scenario {
                 Scenario::Ingest => q.publishers = n,
-                _ => q.viewers = n,
+                Scenario::Fanout | Scenario::Ramp => q.viewers = n,
+                // streams x viewers is the whole shape: one run
+                Scenario::Mixed if rows.iter().any(|r: &Summary| r.server == kind.name()) => break,
+                Scenario::Mixed => {}
             }
             if p.progress {
                 eprintln!(
