@@ -512,6 +512,91 @@ mod tests {
         );
     }
 
+    /// One HTTP-FLV player against a std-thread server that answers with a chunked FLV body
+    /// (3 s of media, sent at once) and then holds the connection open.
+    fn http_flv_run(chunked: bool, first_video: &'static [u8]) -> PlayerResult {
+        use bytes::BytesMut;
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = c.read(&mut req).unwrap();
+            assert!(req[..n].starts_with(b"GET /live/r.flv HTTP/1.1\r\n"));
+            let mut body = BytesMut::new();
+            body.extend_from_slice(&livego::flv::file_header(true, true));
+            livego::flv::encode_tag(&mut body, 9, 0, &[0x17, 0, 0, 0, 0]);
+            for i in 0..75u32 {
+                let v: &[u8] = if i == 0 {
+                    first_video
+                } else {
+                    &[0x27, 1, 0, 0, 0]
+                };
+                livego::flv::encode_tag(&mut body, 9, 5000 + i * 40, v);
+                livego::flv::encode_tag(&mut body, 8, 5000 + i * 40, &[0xaf, 1, 0x21]);
+            }
+            let te = if chunked {
+                "Transfer-Encoding: chunked\r\n"
+            } else {
+                ""
+            };
+            write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\n{te}\r\n"
+            )
+            .unwrap();
+            for piece in body.chunks(1000) {
+                if chunked {
+                    write!(c, "{:x}\r\n", piece.len()).unwrap();
+                    c.write_all(piece).unwrap();
+                    c.write_all(b"\r\n").unwrap();
+                } else {
+                    c.write_all(piece).unwrap();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        });
+        let live = Arc::new(Live::default());
+        let stopper = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                // well under STALL after the last tag, so the end of the run is not a stall
+                std::thread::sleep(Duration::from_millis(500));
+                live.stop.store(true, Relaxed);
+            })
+        };
+        let spec = PlayerSpec {
+            url: format!("http://127.0.0.1:{port}/live/r.flv"),
+            stream: 0,
+        };
+        let r = run(
+            1,
+            vec![],
+            vec![(Proto::HttpFlv, spec)],
+            Duration::ZERO,
+            Arc::new(vec![]),
+            live,
+            Arc::new(SendLog::new()),
+        );
+        stopper.join().unwrap();
+        server.join().unwrap();
+        r.players.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn http_flv_player_chunked_and_plain() {
+        for chunked in [true, false] {
+            let r = http_flv_run(chunked, &[0x17, 1, 0, 0, 0]);
+            assert!(r.held(), "chunked={chunked}: {r:?}");
+            assert_eq!(r.bytes, 5 + 75 * (5 + 3), "chunked={chunked}");
+            assert!(r.ttff.is_some());
+        }
+        let r = http_flv_run(true, &[0x27, 1, 0, 0, 0]);
+        assert_eq!(r.problems, vec![Problem::LateStart { first_ts: 5000 }]);
+        assert!(!r.held());
+    }
+
     #[test]
     fn behind_and_final_stall() {
         let t0 = Instant::now();
