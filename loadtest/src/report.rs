@@ -103,16 +103,22 @@ pub fn ratios(rows: &[Summary]) -> String {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
             _ => "-".into(),
         };
+        let what = if r.players > 0 {
+            format!(
+                "cpu-s/Gbit {}, RSS/player {}, latency p50 {}",
+                ratio(r.cpu_s_per_gbit, b.cpu_s_per_gbit),
+                ratio(r.rss_kib_per_player, b.rss_kib_per_player),
+                ratio(r.latency_ms_p50, b.latency_ms_p50)
+            )
+        } else {
+            format!(
+                "publishers per cpu-s {}",
+                ratio(r.publishers_per_cpu_s, b.publishers_per_cpu_s)
+            )
+        };
         out += &format!(
-            "{} / {} at {} players, {} publishers: cpu-s/Gbit {}, RSS/player {}, publishers per cpu-s {}, latency p50 {}\n",
-            r.server,
-            base,
-            r.players,
-            r.publishers,
-            ratio(r.cpu_s_per_gbit, b.cpu_s_per_gbit),
-            ratio(r.rss_kib_per_player, b.rss_kib_per_player),
-            ratio(r.publishers_per_cpu_s, b.publishers_per_cpu_s),
-            ratio(r.latency_ms_p50, b.latency_ms_p50),
+            "{} / {} at {} players, {} publishers: {what}\n",
+            r.server, base, r.players, r.publishers
         );
     }
     out
