@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,13 @@ const DRIVER_TIMEOUT: Duration = Duration::from_secs(PLAY_TIMEOUT_S + 45);
 /// How long a freshly published stream may take to be served.
 const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One Chromium at a time: several at once on a small machine starve their decoders.
-static BROWSER: Mutex<()> = Mutex::new(());
+/// One test at a time: several Chromiums at once on a small machine starve their decoders, and
+/// a live test waiting for the browser would see its publisher end.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -90,7 +95,6 @@ fn play(player: Player, url: &str, live: bool, serve: Option<&Path>, dir: &Path)
     if let Some(d) = serve {
         cmd.arg("--serve").arg(d);
     }
-    let _one_browser = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     let mut driver = ProcGuard::spawn(&format!("browser driver ({label})"), &mut cmd, &log_path);
     let status = driver.wait_exit(DRIVER_TIMEOUT);
     let log = driver.log();
@@ -215,17 +219,22 @@ struct Live {
     server: Server,
     publisher: ProcGuard,
     dir: tempfile::TempDir,
+    /// Last, so it is released after the server and publisher are gone.
+    _turn: MutexGuard<'static, ()>,
 }
 
 fn live(room: &str) -> Live {
+    let turn = one_at_a_time();
     let server = Server::start(&[]);
     let dir = scratch_dir();
-    // 4 x 8 s: longer than the server start, a browser launch and a 20 s playback bound.
-    let publisher = publish_looped(&server, room, 3, dir.path());
+    // 6 x 8 s: longer than the wait for the stream, a browser launch and the playback bound, so
+    // a player never sees the stream end.
+    let publisher = publish_looped(&server, room, 5, dir.path());
     Live {
         server,
         publisher,
         dir,
+        _turn: turn,
     }
 }
 
@@ -266,6 +275,7 @@ fn hlsjs_plays_hls() {
 /// player's error (so a failure to play is detected).
 #[test]
 fn harness_plays_files_and_detects_failure() {
+    let _turn = one_at_a_time();
     let dir = scratch_dir();
     let files = dir.path().join("files");
     fs::create_dir_all(files.join("hls")).expect("create files dir");
