@@ -83,7 +83,10 @@ pub fn tracks_from_metadata(payload: &[u8]) -> Option<(bool, bool)> {
         (_, Some(Value::Number(_) | Value::String(_))) => Some(true),
         _ => None,
     };
-    match (flag("hasAudio", "audiocodecid"), flag("hasVideo", "videocodecid")) {
+    match (
+        flag("hasAudio", "audiocodecid"),
+        flag("hasVideo", "videocodecid"),
+    ) {
         (None, None) => None,
         (a, v) => Some((a.unwrap_or(false), v.unwrap_or(false))),
     }

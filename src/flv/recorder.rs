@@ -95,8 +95,8 @@ impl<W: Write + Seek> FlvFile<W> {
 
     pub fn write_packet(&mut self, p: &Packet) -> io::Result<()> {
         if self.patch.is_none() {
-            let publisher = (p.kind == PacketKind::Meta && p.is_on_metadata())
-                .then_some(&p.payload[..]);
+            let publisher =
+                (p.kind == PacketKind::Meta && p.is_on_metadata()).then_some(&p.payload[..]);
             let meta = recording_metadata(publisher);
             let body_at = self.written + TAG_HEADER_LEN as u64;
             self.patch = Some((
@@ -395,8 +395,12 @@ fn finish(rec: Option<Recording>) {
     let Some(f) = r.file else { return };
     let size = f.bytes_written();
     match f.finish() {
-        Ok(_) => tracing::info!(stream = %r.key, path = %r.path.display(), bytes = size, "flv recording end"),
-        Err(e) => tracing::error!(stream = %r.key, path = %r.path.display(), "flv recording not finalised: {e}"),
+        Ok(_) => {
+            tracing::info!(stream = %r.key, path = %r.path.display(), bytes = size, "flv recording end")
+        }
+        Err(e) => {
+            tracing::error!(stream = %r.key, path = %r.path.display(), "flv recording not finalised: {e}")
+        }
     }
 }
 
@@ -448,7 +452,8 @@ mod tests {
         let mut f = FlvFile::new(Cursor::new(Vec::new())).unwrap();
         f.write_packet(&pkt(18, 0, &meta)).unwrap();
         f.write_packet(&pkt(9, 0, &[0x17, 0, 0, 0, 0, 1])).unwrap();
-        f.write_packet(&pkt(9, 2500, &[0x27, 1, 0, 0, 0, 2])).unwrap();
+        f.write_packet(&pkt(9, 2500, &[0x27, 1, 0, 0, 0, 2]))
+            .unwrap();
         let written = f.bytes_written();
         let bytes = f.finish().unwrap().into_inner();
         assert_eq!(bytes.len() as u64, written);
@@ -477,7 +482,10 @@ mod tests {
         let m = recording_metadata(None);
         let audio_at = FILE_HEADER_LEN + TAG_HEADER_LEN + m.body.len() + 4;
         assert_eq!(bytes[audio_at], 8);
-        assert_eq!(number_at(&bytes, FILE_HEADER_LEN + TAG_HEADER_LEN + m.duration_pos), 0.04);
+        assert_eq!(
+            number_at(&bytes, FILE_HEADER_LEN + TAG_HEADER_LEN + m.duration_pos),
+            0.04
+        );
     }
 
     #[test]

@@ -25,7 +25,13 @@ pub fn accept_key(client_key: &str) -> String {
 
 /// SHA-1 (FIPS 180-4).
 pub fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476, 0xc3d2_e1f0];
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xefcd_ab89,
+        0x98ba_dcfe,
+        0x1032_5476,
+        0xc3d2_e1f0,
+    ];
     let mut msg = data.to_vec();
     let bit_len = (data.len() as u64).wrapping_mul(8);
     msg.push(0x80);
@@ -74,11 +80,14 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
 
 /// Standard base64 with padding.
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -216,9 +225,14 @@ mod tests {
     #[test]
     fn sha1_vectors() {
         assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(hex(&sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(
-            hex(&sha1(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            hex(&sha1(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hex(&sha1(
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
             "84983e441c3bd26ebaae4aa1f95129e5e54670f1"
         );
         assert_eq!(
@@ -248,7 +262,10 @@ mod tests {
     fn server_frame_lengths() {
         assert_eq!(&frame_header(OP_BINARY, 5)[..], &[0x82, 5]);
         assert_eq!(&frame_header(OP_BINARY, 126)[..], &[0x82, 126, 0, 126]);
-        assert_eq!(&frame_header(OP_BINARY, 65535)[..], &[0x82, 126, 0xff, 0xff]);
+        assert_eq!(
+            &frame_header(OP_BINARY, 65535)[..],
+            &[0x82, 126, 0xff, 0xff]
+        );
         assert_eq!(
             &frame_header(OP_BINARY, 65536)[..],
             &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]
@@ -272,14 +289,19 @@ mod tests {
     #[test]
     fn decodes_rfc_masked_hello_in_pieces() {
         // RFC 6455 §5.7: a masked text "Hello".
-        let raw = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let raw = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         for cut in 0..raw.len() {
             let mut b = BytesMut::from(&raw[..cut]);
             assert_eq!(decode_client_frame(&mut b), Ok(None));
         }
         let mut b = BytesMut::from(&raw[..]);
         let f = decode_client_frame(&mut b).unwrap().unwrap();
-        assert_eq!((f.fin, f.opcode, &f.payload[..]), (true, OP_TEXT, &b"Hello"[..]));
+        assert_eq!(
+            (f.fin, f.opcode, &f.payload[..]),
+            (true, OP_TEXT, &b"Hello"[..])
+        );
         assert!(b.is_empty());
     }
 
@@ -289,7 +311,10 @@ mod tests {
         let mut raw = masked(OP_PING, b"p", [1, 2, 3, 4]);
         raw.extend(masked(OP_BINARY, &big, [9, 8, 7, 6]));
         let mut b = BytesMut::from(&raw[..]);
-        assert_eq!(decode_client_frame(&mut b).unwrap().unwrap().opcode, OP_PING);
+        assert_eq!(
+            decode_client_frame(&mut b).unwrap().unwrap().opcode,
+            OP_PING
+        );
         let f = decode_client_frame(&mut b).unwrap().unwrap();
         assert_eq!(&f.payload[..], &big[..]);
     }
@@ -299,11 +324,20 @@ mod tests {
         let mut b = BytesMut::from(&[0x81u8, 0x05, b'H', b'e', b'l', b'l', b'o'][..]);
         assert_eq!(decode_client_frame(&mut b), Err(WsError::Unmasked));
         let mut b = BytesMut::from(&[0x82u8, 0xff, 0, 0, 0, 0, 0x10, 0, 0, 0][..]);
-        assert!(matches!(decode_client_frame(&mut b), Err(WsError::TooLarge(_))));
+        assert!(matches!(
+            decode_client_frame(&mut b),
+            Err(WsError::TooLarge(_))
+        ));
         let mut b = BytesMut::from(&[0xc2u8, 0x80, 0, 0, 0, 0][..]);
-        assert!(matches!(decode_client_frame(&mut b), Err(WsError::Protocol(_))));
+        assert!(matches!(
+            decode_client_frame(&mut b),
+            Err(WsError::Protocol(_))
+        ));
         let mut b = BytesMut::from(&[0x09u8, 0x80, 0, 0, 0, 0][..]);
-        assert!(matches!(decode_client_frame(&mut b), Err(WsError::Protocol(_))));
+        assert!(matches!(
+            decode_client_frame(&mut b),
+            Err(WsError::Protocol(_))
+        ));
     }
 
     proptest! {

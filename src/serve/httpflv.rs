@@ -177,7 +177,8 @@ fn route(head: &RequestHead, flv_app: impl Fn(&str) -> bool) -> Route {
     if app.is_empty() || room.is_empty() || !flv_app(app) {
         return Route::Reply(not_found());
     }
-    let websocket = head.has_token("connection", "upgrade") && head.has_token("upgrade", "websocket");
+    let websocket =
+        head.has_token("connection", "upgrade") && head.has_token("upgrade", "websocket");
     Route::Flv {
         app: app.to_string(),
         room: room.to_string(),
@@ -390,13 +391,10 @@ async fn viewer(
     } else {
         Protocol::HttpFlv
     };
-    let guard = st.hub.sessions().register(
-        Role::Player,
-        protocol,
-        ticket.key.clone(),
-        url,
-        peer,
-    );
+    let guard = st
+        .hub
+        .sessions()
+        .register(Role::Player, protocol, ticket.key.clone(), url, peer);
     tracing::info!(stream = %key, shard = st.hub.shard(), protocol = protocol.name(), "play start");
     let reader = glommio::spawn_local(viewer_reader(
         rd,
@@ -663,7 +661,9 @@ mod tests {
             }
         );
         let r = route(
-            &head("GET /live/a/b.flv HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            &head(
+                "GET /live/a/b.flv HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            ),
             flv,
         );
         assert_eq!(
@@ -674,27 +674,55 @@ mod tests {
                 websocket: true
             }
         );
-        assert_eq!(route(&head("GET /streams HTTP/1.1\r\n\r\n"), flv), Route::Streams);
-        assert_eq!(status(&route(&head("GET /other/movie.flv HTTP/1.1\r\n\r\n"), flv)), 404);
-        assert_eq!(status(&route(&head("GET /live/movie.mp4 HTTP/1.1\r\n\r\n"), flv)), 404);
-        assert_eq!(status(&route(&head("GET /movie.flv HTTP/1.1\r\n\r\n"), flv)), 404);
-        assert_eq!(status(&route(&head("GET /live/.flv HTTP/1.1\r\n\r\n"), flv)), 404);
+        assert_eq!(
+            route(&head("GET /streams HTTP/1.1\r\n\r\n"), flv),
+            Route::Streams
+        );
+        assert_eq!(
+            status(&route(&head("GET /other/movie.flv HTTP/1.1\r\n\r\n"), flv)),
+            404
+        );
+        assert_eq!(
+            status(&route(&head("GET /live/movie.mp4 HTTP/1.1\r\n\r\n"), flv)),
+            404
+        );
+        assert_eq!(
+            status(&route(&head("GET /movie.flv HTTP/1.1\r\n\r\n"), flv)),
+            404
+        );
+        assert_eq!(
+            status(&route(&head("GET /live/.flv HTTP/1.1\r\n\r\n"), flv)),
+            404
+        );
         let r = route(&head("POST /live/movie.flv HTTP/1.1\r\n\r\n"), flv);
         assert_eq!(status(&r), 405);
-        let Route::Reply(resp) = r else { unreachable!() };
+        let Route::Reply(resp) = r else {
+            unreachable!()
+        };
         assert_eq!(resp.get_header("allow"), Some(ALLOW));
-        let Route::Reply(resp) = route(&head("OPTIONS /live/movie.flv HTTP/1.1\r\nAccess-Control-Request-Headers: range\r\n\r\n"), flv) else {
+        let Route::Reply(resp) = route(
+            &head(
+                "OPTIONS /live/movie.flv HTTP/1.1\r\nAccess-Control-Request-Headers: range\r\n\r\n",
+            ),
+            flv,
+        ) else {
             panic!("no preflight")
         };
         assert_eq!(resp.status, 204);
         assert_eq!(resp.get_header("access-control-allow-origin"), Some("*"));
-        assert_eq!(resp.get_header("access-control-allow-headers"), Some("range"));
+        assert_eq!(
+            resp.get_header("access-control-allow-headers"),
+            Some("range")
+        );
     }
 
     #[test]
     fn chunked_batch_framing() {
-        let mut b: VecDeque<Bytes> =
-            [Bytes::from_static(b"abc"), Bytes::from_static(b"0123456789abcdef")].into();
+        let mut b: VecDeque<Bytes> = [
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"0123456789abcdef"),
+        ]
+        .into();
         Framing::Chunked.wrap(&mut b);
         let all: Vec<u8> = b.iter().flat_map(|x| x.iter().copied()).collect();
         assert_eq!(&all[..], b"13\r\nabc0123456789abcdef\r\n");
