@@ -553,7 +553,8 @@ async fn viewer_writer(
         let closing = ctl
             .iter()
             .any(|b| b.first().is_some_and(|&b0| b0 & 0x0f == ws::OP_CLOSE));
-        if let Some(reason) = queue.borrow().closed() {
+        let closed = queue.borrow().closed();
+        if let Some(reason) = closed {
             if !ctl.is_empty() {
                 let mut out: VecDeque<Bytes> = ctl.into_iter().collect();
                 let _ = write_batch(st, wr, &mut out).await;
@@ -594,7 +595,9 @@ async fn viewer_writer(
         if batch.is_empty() {
             continue;
         }
+        let wire: usize = batch.iter().map(Bytes::len).sum();
         write_batch(st, wr, &mut batch).await?;
+        counters.add_wire(wire);
         counters.dropped_packets.set(queue.borrow().dropped_packets);
         batch.clear();
     }
