@@ -9,6 +9,7 @@ declare -A NEEDED=(
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [rtmpdump]=rtmpdump
+  [curl]=curl
 )
 
 missing=()
