@@ -11,6 +11,7 @@ declare -A NEEDED=(
   [rtmpdump]=rtmpdump
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  [curl]=curl
 )
 
 missing=()

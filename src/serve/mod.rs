@@ -1,6 +1,7 @@
 //! Listeners and connection tasks: the main function of each data shard and of the control
 //! shard, and the RTMP connection handling.
 
+mod httpflv;
 mod rtmp;
 
 use std::cell::RefCell;
@@ -109,6 +110,10 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
                 ShardMsg::CollectSessions => {
                     incoming.reply(ShardMsg::Sessions(st.hub.sessions().snapshot()));
                 }
+                ShardMsg::IsPublished { ref key } => {
+                    let published = st.hub.is_published(key);
+                    incoming.reply(ShardMsg::Published(published));
+                }
                 _ => {
                     let (_, msg, _) = incoming.into_parts();
                     st.hub.on_message(from, msg);
@@ -116,6 +121,8 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
             }
         });
     }
+    httpflv::install_recorder(&st);
+    glommio::spawn_local(httpflv::listen(st.clone(), ctx.stop.clone(), ctx.id)).detach();
     let listener = match shards::reuseport_listener(st.cfg.rtmp_addr) {
         Ok(l) => l,
         Err(e) => {
