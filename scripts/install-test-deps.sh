@@ -12,6 +12,9 @@ declare -A NEEDED=(
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [rtmpdump]=rtmpdump
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
+  [curl]=curl
   [node]=nodejs
   [npm]=npm
 )

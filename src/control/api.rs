@@ -82,36 +82,63 @@ pub fn is_key_route(path: &str) -> bool {
     matches!(path, "/control/get" | "/control/reset" | "/control/delete")
 }
 
+/// A key-route request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOp {
+    Get(String),
+    Reset(String),
+    Delete(String),
+}
+
+/// The outcome of a [`KeyOp`] on a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    Key(String),
+    Deleted(bool),
+}
+
+/// Validates a key-route request: the operation, or the reply (usage error, unknown path).
+pub fn parse_key_route(req: &ApiRequest) -> Result<KeyOp, Response> {
+    let (op, usage): (fn(String) -> KeyOp, _) = match req.path.as_str() {
+        "/control/get" => (KeyOp::Get, "url: /control/get?room=<ROOM_NAME>"),
+        "/control/reset" => (KeyOp::Reset, "url: /control/reset?room=<ROOM_NAME>"),
+        "/control/delete" => (KeyOp::Delete, "url: /control/delete?room=<ROOM_NAME>"),
+        _ => return Err(reply(404, "not found")),
+    };
+    match req.room() {
+        None => Err(reply(400, usage)),
+        Some(room) => Ok(op(room.to_string())),
+    }
+}
+
+/// livego's reply to a key operation's outcome; a store failure is 503 with its text.
+pub fn key_reply(result: Result<KeyOutcome, super::keys::StoreError>) -> Response {
+    match result {
+        Ok(KeyOutcome::Key(key)) => reply(200, &key),
+        Ok(KeyOutcome::Deleted(true)) => reply(200, "Ok"),
+        Ok(KeyOutcome::Deleted(false)) => reply(404, "room not found"),
+        Err(e) => reply(503, &e.to_string()),
+    }
+}
+
+/// Applies `op` to a synchronous store.
+pub fn apply(op: &KeyOp, store: &mut dyn KeyStore) -> Result<KeyOutcome, super::keys::StoreError> {
+    match op {
+        KeyOp::Get(room) => store.get_or_create(room).map(KeyOutcome::Key),
+        KeyOp::Reset(room) => store.reset(room).map(KeyOutcome::Key),
+        KeyOp::Delete(room) => store.delete(room).map(KeyOutcome::Deleted),
+    }
+}
+
 /// Answers the key routes; anything else is 404 `not found`.
 ///
 /// Every method is accepted, as in livego. Authorization (JWT) is not decided here: the server
 /// must run it before calling this, for every method including OPTIONS, so that a preflight can
 /// never return a key (livego's OPTIONS bypass).
 pub fn route(req: &ApiRequest, store: &mut dyn KeyStore) -> Response {
-    match req.path.as_str() {
-        "/control/get" => match req.room() {
-            None => reply(400, "url: /control/get?room=<ROOM_NAME>"),
-            Some(room) => match store.get_or_create(room) {
-                Ok(key) => reply(200, &key),
-                Err(e) => reply(503, &e.to_string()),
-            },
-        },
-        "/control/reset" => match req.room() {
-            None => reply(400, "url: /control/reset?room=<ROOM_NAME>"),
-            Some(room) => match store.reset(room) {
-                Ok(key) => reply(200, &key),
-                Err(e) => reply(503, &e.to_string()),
-            },
-        },
-        "/control/delete" => match req.room() {
-            None => reply(400, "url: /control/delete?room=<ROOM_NAME>"),
-            Some(room) => match store.delete(room) {
-                Ok(true) => reply(200, "Ok"),
-                Ok(false) => reply(404, "room not found"),
-                Err(e) => reply(503, &e.to_string()),
-            },
-        },
-        _ => reply(404, "not found"),
+    match parse_key_route(req) {
+        Ok(op) => key_reply(apply(&op, store)),
+        Err(resp) => resp,
     }
 }
 

@@ -18,8 +18,10 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
 use serde_json::Value;
 
-use super::api::{route, ApiRequest};
+use super::api::{apply, key_reply, parse_key_route, ApiRequest};
+use super::jwt::JwtGate;
 use super::keys::KeyStore;
+use super::store::KeyService;
 use crate::http::{envelope, parse_head, HttpError, Limits, Response};
 
 /// Limits and deadlines of the API server.
@@ -56,19 +58,30 @@ impl Default for ApiServerOptions {
 /// from other shards.
 pub type RouteHandler = Rc<dyn Fn(ApiRequest) -> Pin<Box<dyn Future<Output = Response>>>>;
 
-/// The API's routing table: the key routes plus whatever the binary adds.
+/// The API's routing table: the key routes plus whatever the binary adds, behind the JWT gate
+/// and with the configured CORS headers.
 pub struct ControlRouter {
-    store: Rc<RefCell<dyn KeyStore>>,
+    store: KeyService,
     extra: Vec<(String, RouteHandler)>,
     cors_origin: Option<String>,
+    jwt: Option<JwtGate>,
 }
+
+/// Methods and headers a browser may use on the API (answered to CORS preflights).
+const CORS_ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type";
 
 impl ControlRouter {
     pub fn new(store: Rc<RefCell<dyn KeyStore>>) -> Self {
+        Self::with_service(KeyService::local(store))
+    }
+
+    pub fn with_service(store: KeyService) -> Self {
         ControlRouter {
             store,
             extra: Vec::new(),
             cors_origin: None,
+            jwt: None,
         }
     }
 
@@ -83,32 +96,87 @@ impl ControlRouter {
         self.extra.push((path.into(), handler));
     }
 
-    /// Adds `Access-Control-Allow-Origin: origin` to every response (config `api_cors_origin`);
-    /// an empty origin sends none, as livego did.
+    /// Adds `Access-Control-Allow-Origin: origin` to every response (config `api_cors_origin`)
+    /// and answers CORS preflights; an empty origin sends none, as livego did.
     pub fn set_cors_origin(&mut self, origin: &str) {
         self.cors_origin = (!origin.is_empty()).then(|| origin.to_string());
     }
 
+    /// Requires a valid token on every request (config `[jwt] secret`).
+    pub fn set_jwt(&mut self, gate: Option<JwtGate>) {
+        self.jwt = gate;
+    }
+
+    /// A CORS preflight: OPTIONS with `Origin` and `Access-Control-Request-Method`. Browsers
+    /// never attach credentials to it, so it cannot carry a token.
+    fn is_preflight(req: &ApiRequest) -> bool {
+        req.method == "OPTIONS"
+            && req.header("origin").is_some()
+            && req.header("access-control-request-method").is_some()
+    }
+
     /// Produces the response for one request.
+    ///
+    /// Order: CORS preflight (only when CORS is configured: a fixed 204 without body, no
+    /// handler runs, so nothing can leak), then the JWT gate for every other request, OPTIONS
+    /// included, then the routes.
     pub async fn handle(&self, req: ApiRequest) -> Response {
-        // Authorization (JWT) belongs here, before any route and for every method, OPTIONS
-        // included, so no route can be reached unauthenticated.
+        if let Some(origin) = &self.cors_origin {
+            if Self::is_preflight(&req) {
+                return Response::new(204)
+                    .header("Access-Control-Allow-Origin", origin.clone())
+                    .header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
+                    .header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+                    .header("Access-Control-Max-Age", "600")
+                    .header("Vary", "Origin");
+            }
+        }
+        let resp = match self.authorize(&req) {
+            Err(resp) => resp,
+            Ok(()) => self.dispatch(req).await,
+        };
+        match &self.cors_origin {
+            Some(origin) => resp.header("Access-Control-Allow-Origin", origin.clone()),
+            None => resp,
+        }
+    }
+
+    fn authorize(&self, req: &ApiRequest) -> Result<(), Response> {
+        let Some(gate) = &self.jwt else {
+            return Ok(());
+        };
+        let query_jwt = req
+            .query
+            .iter()
+            .find(|(k, _)| k == "jwt")
+            .map(|(_, v)| v.as_str());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        gate.check(req.header("authorization"), query_jwt, now)
+            .map_err(|e| {
+                tracing::debug!("HTTP-API {} {}: refused: {e}", req.method, req.path);
+                envelope(403, Value::String(e.to_string()))
+            })
+    }
+
+    async fn dispatch(&self, req: ApiRequest) -> Response {
         let handler = self
             .extra
             .iter()
             .find(|(p, _)| *p == req.path)
             .map(|(_, h)| h.clone());
-        let resp = match handler {
-            Some(h) => h(req).await,
-            None => {
-                // The borrow ends before any await: key routes are synchronous.
-                let mut store = self.store.borrow_mut();
-                route(&req, &mut *store)
-            }
-        };
-        match &self.cors_origin {
-            Some(origin) => resp.header("Access-Control-Allow-Origin", origin.clone()),
-            None => resp,
+        if let Some(h) = handler {
+            return h(req).await;
+        }
+        match parse_key_route(&req) {
+            Err(resp) => resp,
+            Ok(op) => key_reply(
+                self.store
+                    .call(move |s: &mut dyn KeyStore| apply(&op, s))
+                    .await,
+            ),
         }
     }
 }

@@ -367,7 +367,9 @@ impl Hub {
             | ShardMsg::KeyLookupReply(_)
             | ShardMsg::HandOff(_)
             | ShardMsg::CollectSessions
-            | ShardMsg::Sessions(_) => {
+            | ShardMsg::Sessions(_)
+            | ShardMsg::IsPublished { .. }
+            | ShardMsg::Published(_) => {
                 tracing::warn!(from, "engine got a message meant for another layer");
             }
         }
@@ -401,6 +403,20 @@ impl Hub {
             tracing::error!(stream = %key, shard = from, "could not subscribe shard: channel full");
         })
         .detach();
+    }
+
+    /// Whether a stream this shard owns has a publisher (HTTP viewers answer 404 otherwise).
+    pub fn is_published(&self, key: &str) -> bool {
+        self.inner
+            .borrow()
+            .streams
+            .get(key)
+            .is_some_and(|s| s.publisher.is_some())
+    }
+
+    /// Number of data shards (for scatter-gather).
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
     }
 
     /// Number of streams owned here with a publisher, and players on this shard.

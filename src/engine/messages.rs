@@ -48,6 +48,12 @@ pub enum ShardMsg {
     CollectSessions,
     /// Reply to `CollectSessions`.
     Sessions(Vec<SessionStat>),
+    /// Any shard -> owner, a request: does this stream have a publisher now?
+    IsPublished {
+        key: Arc<str>,
+    },
+    /// Reply to `IsPublished`.
+    Published(bool),
 }
 
 /// A publisher accepted on one shard and handed to the stream's owner, which continues the

@@ -1,6 +1,7 @@
 //! Listeners and connection tasks: the main function of each data shard and of the control
 //! shard, and the RTMP connection handling.
 
+mod httpflv;
 mod rtmp;
 
 use std::cell::RefCell;
@@ -12,7 +13,7 @@ use futures_lite::future;
 use shards::ShardCtx;
 
 use crate::config::Config;
-use crate::control::{KeyStore, MemoryKeyStore};
+use crate::control::MemoryKeyStore;
 use crate::engine::{EngineConfig, Hub, ShardMsg};
 use crate::media::GopLimits;
 use crate::rtmp::server_session::ServerConfig;
@@ -109,6 +110,10 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
                 ShardMsg::CollectSessions => {
                     incoming.reply(ShardMsg::Sessions(st.hub.sessions().snapshot()));
                 }
+                ShardMsg::IsPublished { ref key } => {
+                    let published = st.hub.is_published(key);
+                    incoming.reply(ShardMsg::Published(published));
+                }
                 _ => {
                     let (_, msg, _) = incoming.into_parts();
                     st.hub.on_message(from, msg);
@@ -116,6 +121,8 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
             }
         });
     }
+    httpflv::install_recorder(&st);
+    glommio::spawn_local(httpflv::listen(st.clone(), ctx.stop.clone(), ctx.id)).detach();
     let listener = match shards::reuseport_listener(st.cfg.rtmp_addr) {
         Ok(l) => l,
         Err(e) => {
@@ -149,19 +156,48 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
     }
 }
 
+/// The key store chosen by the config: Redis when `redis_addr` is set (blocking client on the
+/// blocking pool), else memory.
+fn key_service(cfg: &Config) -> crate::control::KeyService {
+    if cfg.redis_addr.is_empty() {
+        return crate::control::KeyService::local(Rc::new(RefCell::new(MemoryKeyStore::new())));
+    }
+    match crate::control::RedisKeyStore::new(&cfg.redis_addr, &cfg.redis_pwd) {
+        Ok(store) => {
+            tracing::info!("key store: Redis at {}", cfg.redis_addr);
+            crate::control::KeyService::blocking(
+                store,
+                "redis",
+                crate::control::store::DEFAULT_TIMEOUT,
+            )
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Runs on the control shard: the key store, key lookups for publishers, the HTTP API.
 pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
-    let store: Rc<RefCell<dyn KeyStore>> = Rc::new(RefCell::new(MemoryKeyStore::new()));
+    let store = key_service(&cfg);
     {
         let store = store.clone();
         ctx.router.serve(move |incoming| {
-            if let ShardMsg::KeyLookup { key } = &incoming.msg {
-                let found = store
-                    .borrow_mut()
-                    .room_for_key(key)
-                    .map_err(|e| e.to_string());
-                incoming.reply(ShardMsg::KeyLookupReply(found));
+            if !matches!(incoming.msg, ShardMsg::KeyLookup { .. }) {
+                return;
             }
+            let (_, msg, responder) = incoming.into_parts();
+            let (ShardMsg::KeyLookup { key }, Some(responder)) = (msg, responder) else {
+                return;
+            };
+            let store = store.clone();
+            // The store may be remote: answer from a task so the handler never blocks.
+            glommio::spawn_local(async move {
+                let found = store.room_for_key(&key).await.map_err(|e| e.to_string());
+                responder.reply(ShardMsg::KeyLookupReply(found));
+            })
+            .detach();
         });
     }
     let Some(api_addr) = cfg.api_addr else {
@@ -176,6 +212,66 @@ pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         }
     };
     tracing::info!("HTTP-API listen On {api_addr}");
+    // Control-shard components with metrics of their own (relays) add a source here.
+    let metrics_sources = crate::control::metrics::MetricsSources::default();
+    let router = Rc::new(api_router(&ctx, &cfg, store, metrics_sources));
     let stop = ctx.stop.clone();
-    crate::control::serve_api(listener, store, async move { stop.wait().await }).await;
+    crate::control::serve_router(
+        listener,
+        router,
+        crate::control::ApiServerOptions::default(),
+        async move { stop.wait().await },
+    )
+    .await;
+}
+
+/// The API routes: key routes, `/stat/livestat`, `/metrics`, behind JWT and CORS as configured.
+fn api_router(
+    ctx: &ShardCtx<ShardMsg>,
+    cfg: &Config,
+    store: crate::control::KeyService,
+    sources: crate::control::metrics::MetricsSources,
+) -> crate::control::ControlRouter {
+    use crate::control::{metrics, stats};
+    let mut api = crate::control::ControlRouter::with_service(store.clone());
+    api.set_cors_origin(&cfg.api_cors_origin);
+    if !cfg.jwt.secret.is_empty() {
+        api.set_jwt(Some(crate::control::JwtGate::new(
+            &cfg.jwt.secret,
+            cfg.jwt.algorithm,
+        )));
+    }
+    let nr_shards = ctx.nr_shards;
+    {
+        let router = ctx.router.clone();
+        api.add_route("/stat/livestat", move |req: crate::control::ApiRequest| {
+            let router = router.clone();
+            async move {
+                let (sessions, _) = stats::gather(&router, nr_shards).await;
+                let room = req.param("room").filter(|r| !r.is_empty());
+                stats::livestat_response(&sessions, room)
+            }
+        });
+    }
+    {
+        let router = ctx.router.clone();
+        api.add_route("/metrics", move |_req: crate::control::ApiRequest| {
+            let router = router.clone();
+            let store = store.clone();
+            let sources = sources.clone();
+            async move {
+                let (sessions, answered) = stats::gather(&router, nr_shards).await;
+                let facts = metrics::ControlFacts {
+                    nr_shards,
+                    shards_answered: answered,
+                    keystore_backend: store.backend_name(),
+                    keystore_errors: store.error_count(),
+                };
+                let mut text = metrics::render(&sessions, &facts);
+                sources.render_into(&mut text);
+                metrics::response(text)
+            }
+        });
+    }
+    api
 }
