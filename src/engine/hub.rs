@@ -367,7 +367,11 @@ impl Hub {
             | ShardMsg::KeyLookupReply(_)
             | ShardMsg::HandOff(_)
             | ShardMsg::CollectSessions
-            | ShardMsg::Sessions(_) => {
+            | ShardMsg::Sessions(_)
+            | ShardMsg::RelayStart(_)
+            | ShardMsg::RelayStop { .. }
+            | ShardMsg::CollectRelays
+            | ShardMsg::Relays(_) => {
                 tracing::warn!(from, "engine got a message meant for another layer");
             }
         }

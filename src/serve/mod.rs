@@ -12,7 +12,7 @@ use futures_lite::future;
 use shards::ShardCtx;
 
 use crate::config::Config;
-use crate::control::{KeyStore, MemoryKeyStore};
+use crate::control::{ApiServerOptions, ControlRouter, KeyStore, MemoryKeyStore};
 use crate::engine::{EngineConfig, Hub, ShardMsg};
 use crate::media::GopLimits;
 use crate::rtmp::server_session::ServerConfig;
@@ -95,11 +95,24 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         control_id: ctx.control_id,
         cfg,
     });
+    let relays = crate::relay::ShardRelays::new(hub.clone());
+    relays.install_static_push(st.cfg.clone());
     {
         let st = st.clone();
         ctx.router.serve(move |incoming| {
             let from = incoming.from;
             match incoming.msg {
+                ShardMsg::RelayStart(_) | ShardMsg::RelayStop { .. } => {
+                    let (_, msg, _) = incoming.into_parts();
+                    match msg {
+                        ShardMsg::RelayStart(spec) => relays.start(*spec),
+                        ShardMsg::RelayStop { session_key } => relays.stop(&session_key),
+                        _ => {}
+                    }
+                }
+                ShardMsg::CollectRelays => {
+                    incoming.reply(ShardMsg::Relays(relays.list()));
+                }
                 ShardMsg::HandOff(_) => {
                     let (_, msg, _) = incoming.into_parts();
                     if let ShardMsg::HandOff(h) = msg {
@@ -177,5 +190,13 @@ pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
     };
     tracing::info!("HTTP-API listen On {api_addr}");
     let stop = ctx.stop.clone();
-    crate::control::serve_api(listener, store, async move { stop.wait().await }).await;
+    let mut api = ControlRouter::new(store);
+    crate::relay::api::add_routes(&mut api, ctx.router.clone(), ctx.nr_shards, cfg.clone());
+    crate::control::serve_router(
+        listener,
+        Rc::new(api),
+        ApiServerOptions::default(),
+        async move { stop.wait().await },
+    )
+    .await;
 }
