@@ -9,6 +9,7 @@ declare -A NEEDED=(
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [rtmpdump]=rtmpdump
+  [nginx]=nginx
 )
 
 missing=()
@@ -18,6 +19,12 @@ for cmd in "${!NEEDED[@]}"; do
     [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
 done
+
+# The relay tests push to nginx with its RTMP module (a file, not a command).
+if ! [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] &&
+   ! [ -f /usr/share/nginx/modules/ngx_rtmp_module.so ]; then
+  missing+=(libnginx-mod-rtmp)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -16,8 +16,9 @@ use crate::rtmp::client_session::{ClientConfig, ClientEvent, ClientMode, ClientS
 /// Connect + handshake + connect/createStream/publish|play must finish within this time.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection that reached NetStream.Publish.Start or NetStream.Play.Start. Events after the
-/// start (early media) are still queued in `session`.
+/// A connection that reached NetStream.Publish.Start (publish), or sent play (play: the remote
+/// may legitimately wait for its publisher, so Play.Start comes later). Events after that point
+/// are still queued in `session`.
 pub struct Opened {
     pub stream: TcpStream,
     pub session: ClientSession,
@@ -69,6 +70,13 @@ async fn open_inner(url: &RtmpUrl, mode: ClientMode) -> Result<Opened, String> {
                 .write_all(&out)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
+        }
+        if mode == ClientMode::Play && session.stream_id().is_some() {
+            return Ok(Opened {
+                stream,
+                session,
+                peer,
+            });
         }
         // Stop at the start event and leave later events (media) queued in the session.
         while let Some(ev) = session.poll_event() {

@@ -31,7 +31,7 @@ struct Slot {
 }
 
 impl Slot {
-    async fn begin(&mut self, hub: &Hub, spec: &RelaySpec) {
+    async fn begin(&mut self, hub: &Hub, spec: &RelaySpec, status: &StatusHandle) {
         if self.publishing.is_some() {
             return;
         }
@@ -39,6 +39,7 @@ impl Slot {
             return;
         };
         self.publishing = Some(hub.publish_begin(&spec.app, &spec.name, fd).await);
+        status.set_state("playing");
     }
 
     async fn end(&mut self, hub: &Hub) {
@@ -88,7 +89,7 @@ async fn pull_once(
     let _ = opened.stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = opened.stream.set_write_timeout(Some(WRITE_TIMEOUT));
     slot.stream = Some(opened.stream);
-    status.connected("playing");
+    status.connected("waiting for the stream");
     let key: Arc<str> = Arc::from(spec.stream_key());
     let guard = hub.sessions().register(
         Role::Publisher,
@@ -97,7 +98,6 @@ async fn pull_once(
         spec.url.to_string(),
         Some(opened.peer),
     );
-    slot.begin(hub, spec).await;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(ev) = session.poll_event() {
@@ -106,7 +106,7 @@ async fn pull_once(
                     let Some(packet) = packet_of(msg) else {
                         continue;
                     };
-                    slot.begin(hub, spec).await;
+                    slot.begin(hub, spec, status).await;
                     let Some((key, id)) = slot.publishing.clone() else {
                         continue;
                     };
@@ -122,9 +122,12 @@ async fn pull_once(
                 }
                 ClientEvent::Status(info) => match info.code.as_str() {
                     // The remote publisher left (and may come back on the same connection).
-                    "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" => slot.end(hub).await,
+                    "NetStream.Play.UnpublishNotify" | "NetStream.Play.Stop" => {
+                        slot.end(hub).await;
+                        status.set_state("waiting for the stream");
+                    }
                     "NetStream.Play.PublishNotify" | "NetStream.Play.Start" => {
-                        slot.begin(hub, spec).await
+                        slot.begin(hub, spec, status).await
                     }
                     c if is_refusal(c) => return Err(format!("{c} {}", info.description)),
                     _ => {}
