@@ -12,6 +12,7 @@ declare -A NEEDED=(
   [redis-server]=redis-server
   [redis-cli]=redis-tools
   [curl]=curl
+  [nginx]=nginx
 )
 
 missing=()
@@ -21,6 +22,12 @@ for cmd in "${!NEEDED[@]}"; do
     [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
 done
+
+# The relay tests push to nginx with its RTMP module (a file, not a command).
+if ! [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] &&
+   ! [ -f /usr/share/nginx/modules/ngx_rtmp_module.so ]; then
+  missing+=(libnginx-mod-rtmp)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

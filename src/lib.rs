@@ -8,5 +8,6 @@ pub mod engine;
 pub mod flv;
 pub mod http;
 pub mod media;
+pub mod relay;
 pub mod rtmp;
 pub mod serve;

@@ -96,11 +96,24 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         control_id: ctx.control_id,
         cfg,
     });
+    let relays = crate::relay::ShardRelays::new(hub.clone());
+    relays.install_static_push(st.cfg.clone());
     {
         let st = st.clone();
         ctx.router.serve(move |incoming| {
             let from = incoming.from;
             match incoming.msg {
+                ShardMsg::RelayStart(_) | ShardMsg::RelayStop { .. } => {
+                    let (_, msg, _) = incoming.into_parts();
+                    match msg {
+                        ShardMsg::RelayStart(spec) => relays.start(*spec),
+                        ShardMsg::RelayStop { session_key } => relays.stop(&session_key),
+                        _ => {}
+                    }
+                }
+                ShardMsg::CollectRelays => {
+                    incoming.reply(ShardMsg::Relays(relays.list()));
+                }
                 ShardMsg::HandOff(_) => {
                     let (_, msg, _) = incoming.into_parts();
                     if let ShardMsg::HandOff(h) = msg {
@@ -228,7 +241,7 @@ pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
 /// The API routes: key routes, `/stat/livestat`, `/metrics`, behind JWT and CORS as configured.
 fn api_router(
     ctx: &ShardCtx<ShardMsg>,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     store: crate::control::KeyService,
     sources: crate::control::metrics::MetricsSources,
 ) -> crate::control::ControlRouter {
@@ -242,6 +255,7 @@ fn api_router(
         )));
     }
     let nr_shards = ctx.nr_shards;
+    crate::relay::api::add_routes(&mut api, ctx.router.clone(), nr_shards, cfg.clone());
     {
         let router = ctx.router.clone();
         api.add_route("/stat/livestat", move |req: crate::control::ApiRequest| {
