@@ -367,7 +367,8 @@ impl Hub {
             | ShardMsg::KeyLookupReply(_)
             | ShardMsg::HandOff(_)
             | ShardMsg::CollectSessions
-            | ShardMsg::Sessions(_) => {
+            | ShardMsg::Sessions(_)
+            | ShardMsg::Hls(_) => {
                 tracing::warn!(from, "engine got a message meant for another layer");
             }
         }

@@ -48,6 +48,8 @@ pub enum ShardMsg {
     CollectSessions,
     /// Reply to `CollectSessions`.
     Sessions(Vec<SessionStat>),
+    /// Owner -> every data shard: a stream's new HLS playlist and segment, or its removal.
+    Hls(crate::hls::HlsMsg),
 }
 
 /// A publisher accepted on one shard and handed to the stream's owner, which continues the
