@@ -296,6 +296,26 @@ fn error_response(e: &HttpError) -> Response {
     plain(e.status(), e.reason()).with_close()
 }
 
+/// Sends an error reply and closes. Unread input at close makes the kernel answer with RST,
+/// which can destroy the reply before the client reads it, so the write side is shut first and
+/// the rest of the input is drained for a bounded time and amount.
+async fn reject(stream: &mut TcpStream, r: &Response) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    r.encode_head(&mut out);
+    write_all(stream, &[&out, &r.body]).await?;
+    stream.shutdown(std::net::Shutdown::Write).await?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut chunk = vec![0u8; 8192];
+    let mut drained = 0;
+    while drained < 256 * 1024 {
+        match with_deadline(deadline, stream.read(&mut chunk)).await? {
+            None | Some(0) => break,
+            Some(n) => drained += n,
+        }
+    }
+    Ok(())
+}
+
 async fn connection(
     st: &ShardState,
     stream: &mut TcpStream,
@@ -311,12 +331,7 @@ async fn connection(
             match parse_head(&buf, &limits) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {}
-                Err(e) => {
-                    let r = error_response(&e);
-                    let mut out = BytesMut::new();
-                    r.encode_head(&mut out);
-                    return write_all(stream, &[&out, &r.body]).await;
-                }
+                Err(e) => return reject(stream, &error_response(&e)).await,
             }
             match with_deadline(deadline, stream.read(&mut chunk)).await? {
                 None | Some(0) => return Ok(()),
@@ -326,10 +341,7 @@ async fn connection(
         let _ = buf.split_to(used);
         if head.content_length.unwrap_or(0) > 0 || head.header("transfer-encoding").is_some() {
             // No HLS request has a body; not reading it would desynchronise the connection.
-            let r = plain(400, "unexpected request body").with_close();
-            let mut out = BytesMut::new();
-            r.encode_head(&mut out);
-            return write_all(stream, &[&out, &r.body]).await;
+            return reject(stream, &plain(400, "unexpected request body").with_close()).await;
         }
         let routed = {
             let cache = st.hls.cache();
