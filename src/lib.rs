@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod flv;
+pub mod hls;
 pub mod http;
 pub mod media;
 pub mod relay;

@@ -375,7 +375,8 @@ impl Hub {
             | ShardMsg::RelayStart(_)
             | ShardMsg::RelayStop { .. }
             | ShardMsg::CollectRelays
-            | ShardMsg::Relays(_) => {
+            | ShardMsg::Relays(_)
+            | ShardMsg::Hls(_) => {
                 tracing::warn!(from, "engine got a message meant for another layer");
             }
         }

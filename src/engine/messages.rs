@@ -64,6 +64,8 @@ pub enum ShardMsg {
     CollectRelays,
     /// Reply to `CollectRelays`.
     Relays(Vec<crate::relay::RelayStatus>),
+    /// Owner -> every data shard: a stream's new HLS playlist and segment, or its removal.
+    Hls(crate::hls::HlsMsg),
 }
 
 /// A publisher accepted on one shard and handed to the stream's owner, which continues the
