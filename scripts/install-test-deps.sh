@@ -15,6 +15,7 @@ declare -A NEEDED=(
   [redis-server]=redis-server
   [redis-cli]=redis-tools
   [curl]=curl
+  [nginx]=nginx
   [node]=nodejs
   [npm]=npm
 )
@@ -43,6 +44,12 @@ install_npm_packages() {
   echo "install-test-deps: npm ci in tests/browser" >&2
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
+
+# The relay tests push to nginx with its RTMP module (a file, not a command).
+if ! [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] &&
+   ! [ -f /usr/share/nginx/modules/ngx_rtmp_module.so ]; then
+  missing+=(libnginx-mod-rtmp)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   install_npm_packages

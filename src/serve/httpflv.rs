@@ -628,7 +628,7 @@ pub fn install_recorder(st: &ShardState) {
     }
     let dir = st.cfg.flv_dir.clone();
     let handle = crate::flv::recorder::RecorderHandle::global();
-    st.hub.set_sink_factory(Rc::new(move |info| {
+    st.hub.add_sink_factory(Rc::new(move |info| {
         vec![Box::new(handle.sink(&dir, info)) as Box<dyn crate::engine::StreamSink>]
     }));
 }
