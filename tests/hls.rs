@@ -455,3 +455,40 @@ fn republish_continues_numbering_with_a_discontinuity() {
     poll_playlist(s.hls_port, m3u8, Duration::from_secs(10), |p| p.ended);
     s.stop();
 }
+
+#[test]
+fn ended_stream_is_removed_after_the_delay_unless_kept() {
+    // Two servers side by side, so the 10 s removal delay is waited for once.
+    let keep =
+        Server::start_with_config(&config("1", 2), &["--rtmp_noauth", "--hls_keep_after_end"]);
+    let gone = Server::start_with_config(&config("1", 2), &["--rtmp_noauth"]);
+    let m3u8 = "/live/end.m3u8";
+    let mut publishers = [
+        ffmpeg_publish(&media(Media::Av), &keep.rtmp_url("live/end")),
+        ffmpeg_publish(&media(Media::Av), &gone.rtmp_url("live/end")),
+    ];
+    for p in &mut publishers {
+        p.wait_success(PUBLISH_TIMEOUT);
+    }
+    let kept = poll_playlist(keep.hls_port, m3u8, Duration::from_secs(10), |p| p.ended);
+    let ended = poll_playlist(gone.hls_port, m3u8, Duration::from_secs(10), |p| p.ended);
+    let kept_seg = kept.entries.last().expect("segments").uri.clone();
+    let gone_seg = ended.entries.last().expect("segments").uri.clone();
+    // Right after the end both still serve the ended playlist (players finish it).
+    assert_eq!(get(gone.hls_port, &gone_seg).status, 200);
+
+    // Removal comes max(fragment x window, 10 s) after the end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(gone.hls_port, m3u8).status != 404 {
+        assert!(Instant::now() < deadline, "ended HLS stream never removed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(get(gone.hls_port, &gone_seg).status, 404);
+
+    let still = get(keep.hls_port, m3u8);
+    assert_eq!(still.status, 200, "hls_keep_after_end dropped the playlist");
+    assert!(parse_playlist(&still.text()).ended);
+    assert_eq!(get(keep.hls_port, &kept_seg).status, 200);
+    keep.stop();
+    gone.stop();
+}
