@@ -239,6 +239,19 @@ fn push_to_nginx_is_byte_exact_and_reconnects() {
     let mut late = ffmpeg_record_with(&remote, &out, NGINX_IDLE);
     let r = wait_relay(&s, "push", "live/movie", "publishing");
     assert!(r["connections"].as_u64().unwrap() >= 3, "{r}");
+    // The relay's state and reconnects are in /metrics too.
+    let (code, text) = s.api_get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("livego_relays{kind=\"push\",state=\"publishing\"} 1"),
+        "{text}"
+    );
+    let reconnects: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("livego_relay_connections{kind=\"push\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(reconnects >= 3, "{text}");
     publisher.wait_success(PUBLISH_TIMEOUT);
     late.wait_exit(PLAYER_END_TIMEOUT);
     let m = flv::assert_same_media(&src, &flv::read_flv(&out), true);

@@ -151,19 +151,107 @@ impl RelayApi {
     }
 
     async fn list(&self) -> Response {
-        let mut all: Vec<RelayStatus> = Vec::new();
-        for shard in 0..self.nr_shards {
-            match self
-                .router
-                .request_timeout(shard, ShardMsg::CollectRelays, GATHER_TIMEOUT)
-                .await
-            {
-                Ok(ShardMsg::Relays(list)) => all.extend(list),
-                Ok(_) => tracing::warn!(shard, "relays: unexpected reply"),
-                Err(e) => tracing::warn!(shard, "relays: shard did not answer: {e:?}"),
-            }
-        }
+        let all = gather_relays(&self.router, self.nr_shards).await;
         envelope_of(200, &all).unwrap_or_else(|e| envelope(500, Value::String(e.to_string())))
+    }
+}
+
+/// Every data shard's relays (API relays and static pushes), in shard order.
+pub async fn gather_relays(router: &Router<ShardMsg>, nr_shards: usize) -> Vec<RelayStatus> {
+    let mut all: Vec<RelayStatus> = Vec::new();
+    for shard in 0..nr_shards {
+        match router
+            .request_timeout(shard, ShardMsg::CollectRelays, GATHER_TIMEOUT)
+            .await
+        {
+            Ok(ShardMsg::Relays(list)) => all.extend(list),
+            Ok(_) => tracing::warn!(shard, "relays: unexpected reply"),
+            Err(e) => tracing::warn!(shard, "relays: shard did not answer: {e:?}"),
+        }
+    }
+    all
+}
+
+/// The state of a relay as a metric label: the fixed word its state text starts with
+/// ("retrying in 4s: refused" -> "retrying"), so label values stay few.
+fn state_label(state: &str) -> &'static str {
+    const STATES: [(&str, &str); 6] = [
+        ("retrying", "retrying"),
+        ("waiting", "waiting"),
+        ("connecting", "connecting"),
+        ("playing", "playing"),
+        ("publishing", "publishing"),
+        ("starting", "starting"),
+    ];
+    STATES
+        .iter()
+        .find(|(prefix, _)| state.starts_with(prefix))
+        .map_or("other", |(_, label)| label)
+}
+
+/// Appends the relay families to a Prometheus text exposition.
+pub fn render_metrics(relays: &[RelayStatus], out: &mut String) {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let mut by_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut connections: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in relays {
+        *by_state
+            .entry((r.kind.name(), state_label(&r.state)))
+            .or_default() += 1;
+        *connections.entry(r.kind.name()).or_default() += r.connections;
+    }
+    out.push_str("# HELP livego_relays Relays and static pushes by kind and state.\n");
+    out.push_str("# TYPE livego_relays gauge\n");
+    for ((kind, state), n) in &by_state {
+        let _ = writeln!(
+            out,
+            "livego_relays{{kind=\"{kind}\",state=\"{state}\"}} {n}"
+        );
+    }
+    out.push_str(
+        "# HELP livego_relay_connections Connections of current relays that reached play/publish start.\n",
+    );
+    out.push_str("# TYPE livego_relay_connections gauge\n");
+    for (kind, n) in &connections {
+        let _ = writeln!(out, "livego_relay_connections{{kind=\"{kind}\"}} {n}");
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+    use crate::relay::RelayKind;
+
+    fn status(kind: RelayKind, state: &str, connections: u64) -> RelayStatus {
+        RelayStatus {
+            kind,
+            stream: "live/a".into(),
+            url: "rtmp://127.0.0.1/live/a".into(),
+            state: state.into(),
+            connections,
+            shard: 0,
+        }
+    }
+
+    #[test]
+    fn relay_metrics_group_by_kind_and_state_word() {
+        let mut out = String::new();
+        render_metrics(
+            &[
+                status(RelayKind::Pull, "playing", 2),
+                status(RelayKind::Pull, "retrying in 4s: connection refused", 1),
+                status(RelayKind::Push, "retrying in 1s: reset", 0),
+                status(RelayKind::StaticPush, "publishing", 1),
+            ],
+            &mut out,
+        );
+        assert!(out.contains("livego_relays{kind=\"pull\",state=\"playing\"} 1\n"));
+        assert!(out.contains("livego_relays{kind=\"pull\",state=\"retrying\"} 1\n"));
+        assert!(out.contains("livego_relays{kind=\"push\",state=\"retrying\"} 1\n"));
+        assert!(out.contains("livego_relays{kind=\"static_push\",state=\"publishing\"} 1\n"));
+        assert!(out.contains("livego_relay_connections{kind=\"pull\"} 3\n"));
+        assert_eq!(state_label("something new"), "other");
     }
 }
 

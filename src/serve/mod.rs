@@ -317,6 +317,8 @@ fn api_router(
                 };
                 let mut text = metrics::render(&sessions, &facts);
                 sources.render_into(&mut text);
+                let relays = crate::relay::api::gather_relays(&router, nr_shards).await;
+                crate::relay::api::render_metrics(&relays, &mut text);
                 metrics::response(text)
             }
         });
