@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the external programs the end-to-end tests drive. Idempotent: does nothing when they
 # are all present; otherwise one `apt-get update` and one `apt-get install` of what is missing.
+# Then the browser tests' npm packages (`npm ci` in tests/browser) when they are not installed.
 # Works as root (CI containers) or through sudo.
 set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # command -> Debian package
 declare -A NEEDED=(
@@ -11,6 +14,10 @@ declare -A NEEDED=(
   [rtmpdump]=rtmpdump
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  [curl]=curl
+  [nginx]=nginx
+  [node]=nodejs
+  [npm]=npm
 )
 
 missing=()
@@ -26,7 +33,31 @@ if [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
   missing+=(nginx libnginx-mod-rtmp)
 fi
 
+# The browser tests drive this exact binary (Debian's package), not a downloaded browser.
+if [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
+fi
+
+install_npm_packages() {
+  local dir="$ROOT/tests/browser"
+  # npm writes node_modules/.package-lock.json last: missing means never or partly installed,
+  # older than package-lock.json means the pinned versions changed since.
+  local done_marker="$dir/node_modules/.package-lock.json"
+  if [ -f "$done_marker" ] && [ ! "$dir/package-lock.json" -nt "$done_marker" ]; then
+    return 0
+  fi
+  echo "install-test-deps: npm ci in tests/browser" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+# The relay tests push to nginx with its RTMP module (a file, not a command).
+if ! [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] &&
+   ! [ -f /usr/share/nginx/modules/ngx_rtmp_module.so ]; then
+  missing+=(libnginx-mod-rtmp)
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
+  install_npm_packages
   exit 0
 fi
 
@@ -49,3 +80,4 @@ echo "install-test-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq >/dev/null
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_npm_packages

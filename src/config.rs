@@ -56,6 +56,9 @@ pub struct Config {
     pub api_cors_origin: String,
     /// How long a player waits for a publisher before it gets StreamNotFound.
     pub play_wait_timeout: Duration,
+    /// HTTP-FLV viewers of a room without a publisher wait for one (up to `play_wait_timeout`)
+    /// instead of getting 404 at once.
+    pub flv_wait_publisher: bool,
     /// Largest RTMP message accepted from a peer, in bytes.
     pub max_message_size: usize,
     /// Largest chunk size a peer may announce, in bytes.
@@ -176,6 +179,7 @@ impl Default for Config {
             enable_tls_verify: true,
             api_cors_origin: String::new(),
             play_wait_timeout: Duration::from_secs(30),
+            flv_wait_publisher: false,
             max_message_size: 16 * 1024 * 1024,
             max_chunk_size: 16 * 1024 * 1024,
             jwt: JwtConfig {
@@ -215,6 +219,7 @@ const SCALAR_KEYS: &[&str] = &[
     "enable_tls_verify",
     "api_cors_origin",
     "play_wait_timeout",
+    "flv_wait_publisher",
     "max_message_size",
     "max_chunk_size",
     "jwt.secret",
@@ -355,6 +360,7 @@ impl Config {
             "enable_tls_verify" => self.enable_tls_verify = parse_flag_bool(raw)?,
             "api_cors_origin" => self.api_cors_origin = raw.to_string(),
             "play_wait_timeout" => self.play_wait_timeout = parse_secs(raw, 0)?,
+            "flv_wait_publisher" => self.flv_wait_publisher = parse_flag_bool(raw)?,
             // A message must at least hold a video sequence header; RTMP lengths are 24-bit, so
             // nothing above 16 MiB can ever arrive.
             "max_message_size" => self.max_message_size = parse_usize(raw, 1024, 16 * 1024 * 1024)?,
@@ -670,12 +676,15 @@ struct Flags {
     /// Seconds a player waits for a publisher before StreamNotFound [default: 30]
     #[arg(long = "play_wait_timeout", value_name = "SECS")]
     play_wait_timeout: Option<String>,
+    /// HTTP-FLV viewers wait for a publisher instead of 404 [default: false]
+    #[arg(long = "flv_wait_publisher", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    flv_wait_publisher: Option<String>,
 }
 
 impl Flags {
     /// The flags that were given, as (config key, value).
     fn values(&self) -> Vec<(&'static str, &str)> {
-        let all: [(&'static str, &Option<String>); 20] = [
+        let all: [(&'static str, &Option<String>); 21] = [
             ("rtmp_addr", &self.rtmp_addr),
             ("httpflv_addr", &self.httpflv_addr),
             ("hls_addr", &self.hls_addr),
@@ -696,6 +705,7 @@ impl Flags {
             ("shards.count", &self.shards),
             ("enable_tls_verify", &self.enable_tls_verify),
             ("play_wait_timeout", &self.play_wait_timeout),
+            ("flv_wait_publisher", &self.flv_wait_publisher),
         ];
         all.into_iter()
             .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))

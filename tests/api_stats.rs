@@ -146,3 +146,67 @@ fn livestat_and_metrics_reflect_rtmp_sessions() {
     let text = s.api_get("/metrics").1;
     assert_eq!(metric(&text, "livego_publishers"), 0);
 }
+
+#[test]
+fn stats_and_metrics_count_players_of_every_protocol() {
+    let s = Server::start(&["--shards", "2"]);
+    let key = s.key_for("movie");
+    let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
+    let dir = scratch_dir();
+    let mut rtmp_player = ffmpeg_record(&s.rtmp_url("live/movie"), &dir.path().join("r.flv"));
+    // HTTP-FLV answers 404 until the stream is published: start the viewer once it is.
+    let flv_path = "/live/movie.flv";
+    wait_stat(&s, "/stat/livestat", Duration::from_secs(15), |d| {
+        len(&d["publishers"]) == 1
+    });
+    let flv_url = format!("http://127.0.0.1:{}{flv_path}", s.httpflv_port);
+    let mut flv_player = ffmpeg_record(&flv_url, &dir.path().join("h.flv"));
+    // An HLS client is counted while its connection is open: fetch the playlist on a
+    // keep-alive connection and hold it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http_get(s.hls_port, "/live/movie.m3u8").map_or(true, |r| r.status != 200) {
+        assert!(Instant::now() < deadline, "HLS playlist never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut hls = std::net::TcpStream::connect(("127.0.0.1", s.hls_port)).expect("hls connect");
+    std::io::Write::write_all(
+        &mut hls,
+        b"GET /live/movie.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .expect("hls request");
+    let mut buf = [0u8; 4096];
+    hls.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let n = std::io::Read::read(&mut hls, &mut buf).expect("hls response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    let data = wait_stat(&s, "/stat/livestat", Duration::from_secs(15), |d| {
+        len(&d["publishers"]) == 1 && len(&d["players"]) >= 3
+    });
+    assert_eq!(len(&data["publishers"]), 1, "{data}");
+    assert!(len(&data["players"]) >= 3, "{data}");
+    let players = data["players"].as_array().cloned().unwrap_or_default();
+    assert!(
+        players
+            .iter()
+            .all(|p| p["key"] == "live/movie" && p["stream_id"].is_u64()),
+        "{data}"
+    );
+    let (status, text) = s.api_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metric(&text, "livego_players{protocol=\"rtmp\"}") >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "livego_players{protocol=\"http-flv\"}") >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "livego_players{protocol=\"hls\"}") >= 1,
+        "{text}"
+    );
+    drop(hls);
+    publisher.wait_success(PUBLISH_TIMEOUT);
+    rtmp_player.wait_success(PUBLISH_TIMEOUT);
+    flv_player.wait_exit(PUBLISH_TIMEOUT);
+}

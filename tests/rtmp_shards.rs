@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Three rooms owned by shard 0 and three by shard 1 (FNV-1a 64 of "live/<room>" mod 2).
 fn rooms_on_both_shards() -> Vec<String> {
@@ -77,7 +77,32 @@ fn late_players_on_two_shards_are_exact() {
             ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")))
         })
         .collect();
-    sleep(Duration::from_millis(2500));
+    // Join once each publisher is well past its first GOPs, measured by the server itself
+    // (a fixed sleep is not enough on a loaded machine, where ffmpeg starts slowly).
+    let source = media_tags(Media::Av);
+    let source_video: u64 = source
+        .iter()
+        .filter(|t| t.kind == flv::TAG_VIDEO)
+        .map(|t| t.data.len() as u64)
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, stat) = s.api_json("/stat/livestat");
+        let sent = |room: &str| -> u64 {
+            stat["data"]["publishers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["key"] == format!("live/{room}").as_str())
+                .filter_map(|p| p["video_total_bytes"].as_u64())
+                .sum()
+        };
+        if rooms.iter().all(|r| sent(r) * 10 >= source_video * 4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "publishers too slow: {stat}");
+        sleep(Duration::from_millis(100));
+    }
     let mut players = Vec::new();
     for room in rooms {
         for j in 0..3 {
@@ -93,7 +118,6 @@ fn late_players_on_two_shards_are_exact() {
     for p in &mut publishers {
         p.wait_success(PUBLISH_TIMEOUT);
     }
-    let source = media_tags(Media::Av);
     for p in &mut players {
         let m = assert_recording(p, &source, true);
         assert!(

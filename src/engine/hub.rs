@@ -29,7 +29,7 @@ pub struct Hub {
     cfg: EngineConfig,
     inner: RefCell<Inner>,
     sessions: Rc<Sessions>,
-    sink_factory: RefCell<Option<SinkFactory>>,
+    sink_factories: RefCell<Vec<SinkFactory>>,
 }
 
 #[derive(Default)]
@@ -84,7 +84,7 @@ impl Hub {
             cfg,
             inner: RefCell::new(Inner::default()),
             sessions: Sessions::new(shard),
-            sink_factory: RefCell::new(None),
+            sink_factories: RefCell::new(Vec::new()),
         })
     }
 
@@ -93,9 +93,10 @@ impl Hub {
         &self.sessions
     }
 
-    /// Installs what makes the owner-side sinks of each publish session.
-    pub fn set_sink_factory(&self, factory: SinkFactory) {
-        *self.sink_factory.borrow_mut() = Some(factory);
+    /// Adds a maker of owner-side sinks (recording, HLS, static push); each publish session
+    /// gets the sinks of every factory.
+    pub fn add_sink_factory(&self, factory: SinkFactory) {
+        self.sink_factories.borrow_mut().push(factory);
     }
 
     pub fn shard(&self) -> usize {
@@ -154,12 +155,13 @@ impl Hub {
             for mut sink in stream.sinks.drain(..) {
                 sink.on_end();
             }
-            if let Some(factory) = self.sink_factory.borrow().as_ref() {
-                stream.sinks = factory(&PublishInfo {
-                    key: key.clone(),
-                    app: app.to_string(),
-                    room: room.to_string(),
-                });
+            let info = PublishInfo {
+                key: key.clone(),
+                app: app.to_string(),
+                room: room.to_string(),
+            };
+            for factory in self.sink_factories.borrow().iter() {
+                stream.sinks.extend(factory(&info));
             }
             let notify = if stream.feed.is_live() {
                 Vec::new()
@@ -367,7 +369,14 @@ impl Hub {
             | ShardMsg::KeyLookupReply(_)
             | ShardMsg::HandOff(_)
             | ShardMsg::CollectSessions
-            | ShardMsg::Sessions(_) => {
+            | ShardMsg::Sessions(_)
+            | ShardMsg::IsPublished { .. }
+            | ShardMsg::Published(_)
+            | ShardMsg::RelayStart(_)
+            | ShardMsg::RelayStop { .. }
+            | ShardMsg::CollectRelays
+            | ShardMsg::Relays(_)
+            | ShardMsg::Hls(_) => {
                 tracing::warn!(from, "engine got a message meant for another layer");
             }
         }
@@ -401,6 +410,20 @@ impl Hub {
             tracing::error!(stream = %key, shard = from, "could not subscribe shard: channel full");
         })
         .detach();
+    }
+
+    /// Whether a stream this shard owns has a publisher (HTTP viewers answer 404 otherwise).
+    pub fn is_published(&self, key: &str) -> bool {
+        self.inner
+            .borrow()
+            .streams
+            .get(key)
+            .is_some_and(|s| s.publisher.is_some())
+    }
+
+    /// Number of data shards (for scatter-gather).
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
     }
 
     /// Number of streams owned here with a publisher, and players on this shard.

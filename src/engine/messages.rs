@@ -48,6 +48,24 @@ pub enum ShardMsg {
     CollectSessions,
     /// Reply to `CollectSessions`.
     Sessions(Vec<SessionStat>),
+    /// Any shard -> owner, a request: does this stream have a publisher now?
+    IsPublished {
+        key: Arc<str>,
+    },
+    /// Reply to `IsPublished`.
+    Published(bool),
+    /// Control -> owner shard of the relay's local stream: start this API relay.
+    RelayStart(Box<crate::relay::RelaySpec>),
+    /// Control -> owner shard: stop the API relay with this session key (`pull:app/name`).
+    RelayStop {
+        session_key: String,
+    },
+    /// Control -> data shard, a request: the relays you run.
+    CollectRelays,
+    /// Reply to `CollectRelays`.
+    Relays(Vec<crate::relay::RelayStatus>),
+    /// Owner -> every data shard: a stream's new HLS playlist and segment, or its removal.
+    Hls(crate::hls::HlsMsg),
 }
 
 /// A publisher accepted on one shard and handed to the stream's owner, which continues the

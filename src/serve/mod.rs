@@ -1,6 +1,8 @@
 //! Listeners and connection tasks: the main function of each data shard and of the control
 //! shard, and the RTMP connection handling.
 
+mod hls;
+mod httpflv;
 mod rtmp;
 
 use std::cell::RefCell;
@@ -30,6 +32,9 @@ pub struct ShardState {
     pub read_timeout: Option<Duration>,
     pub write_timeout: Duration,
     pub play_wait_timeout: Duration,
+    /// HLS: this shard's cache of every stream's playlist and segments, and the segmenters of
+    /// the streams it owns.
+    pub hls: Rc<crate::hls::HlsService>,
     control_id: usize,
 }
 
@@ -83,8 +88,16 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         gop: GopLimits::with_gop_num(cfg.gop_num),
     };
     let hub = Hub::new(ctx.id, ctx.nr_shards, ctx.router.clone(), engine);
+    let hls = crate::hls::HlsService::start(ctx.id, ctx.nr_shards, ctx.router.clone(), cfg.clone());
+    {
+        // HLS segments every publish session on the owner; the recorder and static push add
+        // their own sink factories below.
+        let hls = hls.clone();
+        hub.add_sink_factory(Rc::new(move |info| hls.sinks(info)));
+    }
     let st = Rc::new(ShardState {
         hub: hub.clone(),
+        hls,
         read_timeout: (cfg.read_timeout > Duration::ZERO).then_some(cfg.read_timeout),
         write_timeout: if cfg.write_timeout > Duration::ZERO {
             cfg.write_timeout
@@ -95,19 +108,42 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         control_id: ctx.control_id,
         cfg,
     });
+    let relays = crate::relay::ShardRelays::new(hub.clone());
+    relays.install_static_push(st.cfg.clone());
     {
         let st = st.clone();
         ctx.router.serve(move |incoming| {
             let from = incoming.from;
             match incoming.msg {
+                ShardMsg::RelayStart(_) | ShardMsg::RelayStop { .. } => {
+                    let (_, msg, _) = incoming.into_parts();
+                    match msg {
+                        ShardMsg::RelayStart(spec) => relays.start(*spec),
+                        ShardMsg::RelayStop { session_key } => relays.stop(&session_key),
+                        _ => {}
+                    }
+                }
+                ShardMsg::CollectRelays => {
+                    incoming.reply(ShardMsg::Relays(relays.list()));
+                }
                 ShardMsg::HandOff(_) => {
                     let (_, msg, _) = incoming.into_parts();
                     if let ShardMsg::HandOff(h) = msg {
                         glommio::spawn_local(resume_publisher(st.clone(), *h)).detach();
                     }
                 }
+                ShardMsg::Hls(_) => {
+                    let (_, msg, _) = incoming.into_parts();
+                    if let ShardMsg::Hls(m) = msg {
+                        st.hls.on_message(m);
+                    }
+                }
                 ShardMsg::CollectSessions => {
                     incoming.reply(ShardMsg::Sessions(st.hub.sessions().snapshot()));
+                }
+                ShardMsg::IsPublished { ref key } => {
+                    let published = st.hub.is_published(key);
+                    incoming.reply(ShardMsg::Published(published));
                 }
                 _ => {
                     let (_, msg, _) = incoming.into_parts();
@@ -116,6 +152,8 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
             }
         });
     }
+    httpflv::install_recorder(&st);
+    glommio::spawn_local(httpflv::listen(st.clone(), ctx.stop.clone(), ctx.id)).detach();
     let listener = match shards::reuseport_listener(st.cfg.rtmp_addr) {
         Ok(l) => l,
         Err(e) => {
@@ -129,6 +167,22 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
     };
     if ctx.id == 0 {
         tracing::info!("RTMP Listen On {}", st.cfg.rtmp_addr);
+    }
+    match shards::reuseport_listener(st.cfg.hls_addr) {
+        Ok(l) => {
+            if ctx.id == 0 {
+                tracing::info!("HLS listen On {}", st.cfg.hls_addr);
+            }
+            glommio::spawn_local(hls::serve(st.clone(), l, ctx.stop.clone())).detach();
+        }
+        Err(e) => {
+            tracing::error!(
+                "shard {}: cannot listen on {}: {e}",
+                ctx.id,
+                st.cfg.hls_addr
+            );
+            std::process::exit(1);
+        }
     }
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -221,7 +275,7 @@ pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
 /// The API routes: key routes, `/stat/livestat`, `/metrics`, behind JWT and CORS as configured.
 fn api_router(
     ctx: &ShardCtx<ShardMsg>,
-    cfg: &Config,
+    cfg: &Arc<Config>,
     store: crate::control::KeyService,
     sources: crate::control::metrics::MetricsSources,
 ) -> crate::control::ControlRouter {
@@ -235,6 +289,7 @@ fn api_router(
         )));
     }
     let nr_shards = ctx.nr_shards;
+    crate::relay::api::add_routes(&mut api, ctx.router.clone(), nr_shards, cfg.clone());
     {
         let router = ctx.router.clone();
         api.add_route("/stat/livestat", move |req: crate::control::ApiRequest| {
@@ -262,6 +317,8 @@ fn api_router(
                 };
                 let mut text = metrics::render(&sessions, &facts);
                 sources.render_into(&mut text);
+                let relays = crate::relay::api::gather_relays(&router, nr_shards).await;
+                crate::relay::api::render_metrics(&relays, &mut text);
                 metrics::response(text)
             }
         });

@@ -35,7 +35,7 @@ const MAX_BATCH_FRAMES: usize = 512;
 /// media in the kernel (4 MB is 16 s at 2 Mbit/s), where the queue's GOP-aware dropping and
 /// `write_timeout` cannot see it; this keeps the backlog in our queue while still allowing
 /// ~30 Mbit/s at 100 ms RTT (Linux doubles the value).
-const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
+pub(super) const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
 
 type ConnResult<T> = Result<T, String>;
 
@@ -460,7 +460,7 @@ async fn player_writer(
     }
 }
 
-fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) {
+pub(super) fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) {
     // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
     let rc = unsafe {
         libc::setsockopt(

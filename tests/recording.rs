@@ -1,0 +1,117 @@
+//! `flv_archive`: a full publish is recorded byte for byte, with duration and filesize patched
+//! into the metadata; a directory that cannot be written stops the recording, not the stream.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The recordings under `dir/live`, waiting up to a few seconds for `n` finished ones (the
+/// recorder thread finalises a file shortly after the publisher left).
+fn recordings(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir.join("live"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        if files.len() >= n || Instant::now() > deadline {
+            return files;
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of a Number property in the AMF0 body of the first (script) tag.
+fn meta_number(data: &[u8], name: &str) -> Option<f64> {
+    let mut key = (name.len() as u16).to_be_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    let at = data.windows(key.len()).position(|w| w == key)? + key.len();
+    (data.get(at) == Some(&0)).then(|| f64::from_be_bytes(data[at + 1..at + 9].try_into().unwrap()))
+}
+
+#[test]
+fn full_publish_is_recorded_exactly_and_finalised() {
+    let flv_dir = scratch_dir();
+    let dir_arg = flv_dir.path().to_str().unwrap().to_string();
+    let s = Server::start(&["--flv_archive", "--flv_dir", &dir_arg, "--shards", "2"]);
+    let key = s.key_for("movie");
+    let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
+    publisher.wait_success(PUBLISH_TIMEOUT);
+    let files = recordings(flv_dir.path(), 1);
+    assert_eq!(
+        files.len(),
+        1,
+        "one file per publish: {files:?}\n{}",
+        s.log()
+    );
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        name.starts_with("movie_") && name.ends_with(".flv"),
+        "name {name}"
+    );
+    // Wait for the end-of-recording patch (filesize set).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bytes = loop {
+        let bytes = fs::read(&files[0]).unwrap();
+        let tags = flv::parse_flv(&bytes).expect("recording is FLV");
+        if meta_number(&tags[0].data, "filesize").is_some_and(|f| f > 0.0) {
+            break bytes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recording never finalised\n{}",
+            s.log()
+        );
+        sleep(Duration::from_millis(100));
+    };
+    assert_eq!(&bytes[..5], b"FLV\x01\x05");
+    let tags = flv::parse_flv(&bytes).unwrap();
+    assert_eq!(tags[0].kind, flv::TAG_SCRIPT);
+    assert!(tags[0].data.windows(10).any(|w| w == b"onMetaData"));
+    assert_eq!(
+        meta_number(&tags[0].data, "filesize"),
+        Some(bytes.len() as f64)
+    );
+    let duration = meta_number(&tags[0].data, "duration").unwrap();
+    let source = media_tags(Media::Av);
+    let last_ts = source.iter().map(|t| t.timestamp).max().unwrap() as f64 / 1000.0;
+    assert!(
+        (duration - last_ts).abs() < 0.2,
+        "duration {duration} vs source {last_ts}"
+    );
+    let m = flv::compare_media(&source, &tags, false).unwrap_or_else(|e| panic!("recording: {e}"));
+    assert_eq!((m.video_start, m.audio_start, m.offset), (0, 0, 0));
+    assert!(s.log().contains("flv recording end"));
+}
+
+#[test]
+fn unwritable_directory_keeps_the_stream_playing() {
+    let base = scratch_dir();
+    // A regular file where the directory should be: create_dir_all fails even for root.
+    let blocker = base.path().join("not-a-dir");
+    fs::write(&blocker, b"x").unwrap();
+    let dir_arg = blocker.join("flv").to_str().unwrap().to_string();
+    let s = Server::start(&["--flv_archive", "--flv_dir", &dir_arg]);
+    let out = scratch_dir();
+    let key = s.key_for("movie");
+    let mut player = Recorder::start(
+        PlayerKind::Ffmpeg,
+        &s.rtmp_url("live/movie"),
+        out.path(),
+        "player",
+    );
+    sleep(Duration::from_millis(500));
+    let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
+    publisher.wait_success(PUBLISH_TIMEOUT);
+    assert_recording(&mut player, &media_tags(Media::Av), true);
+    let log = s.log();
+    assert_eq!(
+        log.matches("flv recording failed").count(),
+        1,
+        "one log line for the failed recording:\n{log}"
+    );
+}
