@@ -1,25 +1,27 @@
-//! A short run of the load harness against our server: a few dozen native RTMP players on one
-//! stream from the native publisher, each of which must receive a continuous stream that starts
-//! at a keyframe, with delivery latency measured.
+//! Short runs of the load harness against our server: a few dozen native RTMP (then HTTP-FLV)
+//! players on one stream from the native publisher, each of which must receive a continuous
+//! stream that starts at a keyframe, with delivery latency measured.
 
 mod common;
 
 use std::time::Duration;
 
 use common::Server;
+use loadtest::report::Summary;
 use loadtest::run::{run_once, Params, PublisherKind, Scenario, Target};
 use loadtest::swarm::Proto;
 
-#[test]
-fn smoke_fanout_every_player_continuous() {
+const PLAYERS: usize = 30;
+
+fn smoke(proto: Proto, play: impl Fn(&Server) -> String) -> Summary {
     let server = Server::start(&[]);
     let key = server.key_for("smoke");
     let params = Params {
         scenario: Scenario::Fanout,
-        proto: Proto::Rtmp,
+        proto,
         publisher: PublisherKind::Native,
         streams: 1,
-        viewers: 30,
+        viewers: PLAYERS,
         publishers: 1,
         kbit: 600,
         gop_secs: 2,
@@ -30,26 +32,26 @@ fn smoke_fanout_every_player_continuous() {
         progress: false,
     };
     let target = Target::Urls {
-        play: server.rtmp_url("live/smoke"),
+        play: play(&server),
         publish: Some(server.rtmp_url(&format!("live/{key}"))),
     };
     let s = run_once(&params, &target).expect("load run");
     assert_eq!(s.publishers_held, 1, "{:?}", s.first_problems);
-    assert_eq!(s.players, 30);
+    assert_eq!(s.players, PLAYERS);
     assert_eq!(
-        s.players_held, 30,
+        s.players_held, PLAYERS,
         "players not holding: {:?}\nsummary: {s:?}",
         s.first_problems
     );
     assert_eq!(s.stalls, 0);
-    // 30 players x 4 s x ~65 frames/s, allowing for slow CI
+    // ~65 frames/s per player over the 4 s window, with room for a slow machine
     assert!(
-        s.latency_samples > 30 * 4 * 30,
+        s.latency_samples > PLAYERS * 4 * 30,
         "{} latency samples",
         s.latency_samples
     );
     assert!(
-        s.gbit_per_s * 1e3 > 30.0 * 0.4,
+        s.gbit_per_s * 1e6 > PLAYERS as f64 * 400.0,
         "{} Gbit/s delivered",
         s.gbit_per_s
     );
@@ -58,4 +60,17 @@ fn smoke_fanout_every_player_continuous() {
         "{:?}",
         s.ttff_ms_p99
     );
+    s
+}
+
+#[test]
+fn smoke_rtmp_fanout_every_player_continuous() {
+    smoke(Proto::Rtmp, |s| s.rtmp_url("live/smoke"));
+}
+
+#[test]
+fn smoke_httpflv_fanout_every_player_continuous() {
+    smoke(Proto::HttpFlv, |s| {
+        format!("http://127.0.0.1:{}/live/smoke.flv", s.httpflv_port)
+    });
 }
