@@ -12,7 +12,7 @@ build:
 
 ## test: install test programs (ffmpeg, rtmpdump) if missing, check format and lints, run all tests
 test: deps fmt-check clippy
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 deps:
 	./scripts/install-test-deps.sh

@@ -15,7 +15,11 @@ pub fn ensure(dir: &Path, kbit: u32, gop_secs: u32) -> Result<PathBuf, String> {
     if path.exists() {
         return Ok(path);
     }
-    let tmp = path.with_extension("tmp.flv");
+    // Concurrent makers (parallel tests) each write their own file; the first rename wins and
+    // the others find the finished file.
+    static MAKER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let maker = MAKER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}-{maker}.tmp.flv", std::process::id()));
     let video_kbit = kbit.saturating_sub(64).max(100);
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
@@ -38,7 +42,12 @@ pub fn ensure(dir: &Path, kbit: u32, gop_secs: u32) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("ffmpeg failed making {}", path.display()));
     }
-    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        if !path.exists() {
+            return Err(format!("{}: {e}", path.display()));
+        }
+    }
     Ok(path)
 }
 
