@@ -4,12 +4,9 @@
 //! Unlike livego, players and publishers of every protocol are listed (HTTP-FLV, HLS, relays),
 //! not only RTMP ones.
 
-use std::time::Duration;
-
 use serde::Serialize;
-use shards::Router;
 
-use crate::engine::{Role, SessionStat, ShardMsg};
+use crate::engine::{Role, SessionStat};
 use crate::http::{envelope, envelope_of, Response};
 
 /// One session, as livego's `stream` struct (field order matters: Go keeps declaration order).
@@ -81,36 +78,6 @@ pub fn livestat_response(sessions: &[SessionStat], room: Option<&str>) -> Respon
         Some(stat) => envelope_of(200, &stat)
             .unwrap_or_else(|e| envelope(500, serde_json::Value::String(format!("stats: {e}")))),
     }
-}
-
-/// A shard that does not answer within this time is left out (and counted as missing).
-const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Every data shard's sessions (shards `0..nr_shards`, asked all at once) and how many shards
-/// answered in time.
-pub async fn gather(router: &Router<ShardMsg>, nr_shards: usize) -> (Vec<SessionStat>, usize) {
-    let mut pending = Vec::with_capacity(nr_shards);
-    for shard in 0..nr_shards {
-        let router = router.clone();
-        pending.push(glommio::spawn_local(async move {
-            router
-                .request_timeout(shard, ShardMsg::CollectSessions, GATHER_TIMEOUT)
-                .await
-        }));
-    }
-    let mut all = Vec::new();
-    let mut answered = 0;
-    for (shard, task) in pending.into_iter().enumerate() {
-        match task.await {
-            Ok(ShardMsg::Sessions(list)) => {
-                answered += 1;
-                all.extend(list);
-            }
-            Ok(_) => tracing::warn!(shard, "stats: unexpected reply"),
-            Err(e) => tracing::warn!(shard, "stats: shard did not answer: {e:?}"),
-        }
-    }
-    (all, answered)
 }
 
 #[cfg(test)]

@@ -17,4 +17,4 @@ pub use messages::{PublisherHandOff, ShardMsg};
 pub use queue::{nudge, ready, CloseReason, Item, PlayerQueue, QueueLimits, QueueRef};
 pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions};
 pub use sink::{PublishInfo, SinkFactory, StreamSink};
-pub use stats::gather_sessions;
+pub use stats::{gather_sessions, scatter};

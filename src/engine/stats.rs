@@ -5,21 +5,54 @@ use shards::Router;
 use super::messages::ShardMsg;
 use super::sessions::SessionStat;
 
-/// A shard that does not answer within this time is left out of the stats (and logged).
+/// A shard that does not answer within this time is left out (and logged).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Scatter-gather of every data shard's sessions (shards `0..nr_shards`), in shard order.
-pub async fn gather_sessions(router: &Router<ShardMsg>, nr_shards: usize) -> Vec<SessionStat> {
-    let mut all = Vec::new();
-    for shard in 0..nr_shards {
-        match router
-            .request_timeout(shard, ShardMsg::CollectSessions, GATHER_TIMEOUT)
-            .await
-        {
-            Ok(ShardMsg::Sessions(list)) => all.extend(list),
-            Ok(_) => tracing::warn!(shard, "stats: unexpected reply"),
-            Err(e) => tracing::warn!(shard, "stats: shard did not answer: {e:?}"),
+/// Sends the request `make()` to every data shard (`0..nr_shards`) at once and returns the
+/// replies in shard order; `None` for a shard that did not answer in time.
+pub async fn scatter(
+    router: &Router<ShardMsg>,
+    nr_shards: usize,
+    make: impl Fn() -> ShardMsg,
+) -> Vec<Option<ShardMsg>> {
+    let pending: Vec<_> = (0..nr_shards)
+        .map(|shard| {
+            let router = router.clone();
+            let msg = make();
+            glommio::spawn_local(
+                async move { router.request_timeout(shard, msg, GATHER_TIMEOUT).await },
+            )
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(nr_shards);
+    for (shard, task) in pending.into_iter().enumerate() {
+        match task.await {
+            Ok(reply) => replies.push(Some(reply)),
+            Err(e) => {
+                tracing::warn!(shard, "shard did not answer: {e:?}");
+                replies.push(None);
+            }
         }
     }
-    all
+    replies
+}
+
+/// Every data shard's sessions, and how many shards answered.
+pub async fn gather_sessions(
+    router: &Router<ShardMsg>,
+    nr_shards: usize,
+) -> (Vec<SessionStat>, usize) {
+    let mut all = Vec::new();
+    let mut answered = 0;
+    for reply in scatter(router, nr_shards, || ShardMsg::CollectSessions).await {
+        match reply {
+            Some(ShardMsg::Sessions(list)) => {
+                answered += 1;
+                all.extend(list);
+            }
+            Some(_) => tracing::warn!("stats: unexpected reply"),
+            None => {}
+        }
+    }
+    (all, answered)
 }

@@ -9,7 +9,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use shards::Router;
@@ -22,7 +21,6 @@ use crate::engine::ShardMsg;
 use crate::http::{envelope, envelope_of, Response};
 
 pub const PARAM_ERROR: &str = "control push parameter error, please check them.";
-const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a request asks for, decided without I/O.
 #[derive(Debug, PartialEq)]
@@ -159,14 +157,11 @@ impl RelayApi {
 /// Every data shard's relays (API relays and static pushes), in shard order.
 pub async fn gather_relays(router: &Router<ShardMsg>, nr_shards: usize) -> Vec<RelayStatus> {
     let mut all: Vec<RelayStatus> = Vec::new();
-    for shard in 0..nr_shards {
-        match router
-            .request_timeout(shard, ShardMsg::CollectRelays, GATHER_TIMEOUT)
-            .await
-        {
-            Ok(ShardMsg::Relays(list)) => all.extend(list),
-            Ok(_) => tracing::warn!(shard, "relays: unexpected reply"),
-            Err(e) => tracing::warn!(shard, "relays: shard did not answer: {e:?}"),
+    for reply in crate::engine::scatter(router, nr_shards, || ShardMsg::CollectRelays).await {
+        match reply {
+            Some(ShardMsg::Relays(list)) => all.extend(list),
+            Some(_) => tracing::warn!("relays: unexpected reply"),
+            None => {}
         }
     }
     all

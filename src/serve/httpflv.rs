@@ -202,7 +202,7 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
     match route {
         Route::Reply(resp) => send_response(&mut stream, &resp, !is_head).await,
         Route::Streams => {
-            let all = gather_sessions(st.hub.router(), st.hub.nr_shards()).await;
+            let (all, _) = gather_sessions(st.hub.router(), st.hub.nr_shards()).await;
             let resp = Response::new(200)
                 .header("Content-Type", "application/json")
                 .body(streams_json(&all))

@@ -295,7 +295,7 @@ fn api_router(
         api.add_route("/stat/livestat", move |req: crate::control::ApiRequest| {
             let router = router.clone();
             async move {
-                let (sessions, _) = stats::gather(&router, nr_shards).await;
+                let (sessions, _) = crate::engine::gather_sessions(&router, nr_shards).await;
                 let room = req.param("room").filter(|r| !r.is_empty());
                 stats::livestat_response(&sessions, room)
             }
@@ -308,7 +308,7 @@ fn api_router(
             let store = store.clone();
             let sources = sources.clone();
             async move {
-                let (sessions, answered) = stats::gather(&router, nr_shards).await;
+                let (sessions, answered) = crate::engine::gather_sessions(&router, nr_shards).await;
                 let facts = metrics::ControlFacts {
                     nr_shards,
                     shards_answered: answered,
