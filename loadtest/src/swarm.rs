@@ -171,6 +171,17 @@ pub fn split_http_url(url: &str) -> Result<(String, String), String> {
     Ok((hostport, format!("/{path}")))
 }
 
+/// The server ended the stream. At the end of a run the publishers stop with the players, so
+/// the stream's end can reach a player a moment before the player sees the stop flag: that is
+/// the run ending, not a failure.
+fn end_of_stream(live: &Live) -> Result<(), String> {
+    if live.stop.load(Relaxed) {
+        Ok(())
+    } else {
+        Err("server closed the connection".into())
+    }
+}
+
 async fn play_rtmp(
     url: &str,
     p: &RefCell<Player>,
@@ -200,7 +211,7 @@ async fn play_rtmp(
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("server closed the connection".into());
+            return end_of_stream(live);
         }
         live.bytes.fetch_add(n as u64, Relaxed);
         s.feed(&buf[..n]).map_err(|e| e.to_string())?;
@@ -245,7 +256,7 @@ async fn play_flv(
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("server closed the connection".into());
+            return end_of_stream(live);
         }
         live.bytes.fetch_add(n as u64, Relaxed);
         let mut data = &buf[..n];
@@ -318,7 +329,7 @@ async fn publish(
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err("server closed the connection".into());
+            return end_of_stream(live);
         }
         s.feed(&buf[..n]).map_err(|e| e.to_string())?;
         while let Some(ev) = s.poll_event() {
