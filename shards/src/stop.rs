@@ -3,8 +3,10 @@
 //! The stop request comes from a foreign thread (main, after SIGTERM). Waking glommio tasks from a
 //! foreign thread works, but a waker can outlive the executor it belongs to once shards start
 //! exiting, so instead each shard runs one watcher task that polls the shared flag every
-//! [`STOP_POLL`] and wakes that shard's waiters locally. One atomic load per shard every 20 ms is
-//! negligible, and every waker stays on its own thread.
+//! [`STOP_POLL`] and wakes that shard's waiters locally, so every waker stays on its own thread.
+//! The poll is not free: each wake-up of an idle shard ends in a park, and glommio issues a
+//! `membarrier` (an IPI to every CPU of the process, costly on VMs) before each park; at a 20 ms
+//! poll that was about half of all parks of a lightly loaded server. 200 ms keeps shutdown prompt.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -17,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// How often each shard's watcher looks at the stop flag; bounds the stop latency.
-pub const STOP_POLL: Duration = Duration::from_millis(20);
+pub const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// The sending side of a stop request: `Send + Sync`, usable from any thread.
 #[derive(Clone, Debug, Default)]
