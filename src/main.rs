@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         eprintln!("config error: enable_rtmps: RTMPS is not supported by this build yet");
         return ExitCode::from(2);
     }
+    if let Err(e) = check_listen_addrs(&cfg) {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
     let runtime = shards::RuntimeConfig {
         shards: cfg.shards.count,
         channel_capacity: 1024,
@@ -53,6 +57,32 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Every data shard binds its ports with SO_REUSEPORT, which would let this process silently
+/// share a port with another server (or with one of its own listeners): the kernel would then
+/// spread connections between them. A plain bind first makes such a conflict a clear error.
+fn check_listen_addrs(cfg: &Config) -> Result<(), String> {
+    let mut addrs = vec![
+        ("rtmp_addr", cfg.rtmp_addr),
+        ("httpflv_addr", cfg.httpflv_addr),
+        ("hls_addr", cfg.hls_addr),
+    ];
+    if let Some(api) = cfg.api_addr {
+        addrs.push(("api_addr", api));
+    }
+    for (i, (name, addr)) in addrs.iter().enumerate() {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Some((other, _)) = addrs[..i].iter().find(|(_, a)| a == addr) {
+            return Err(format!("config error: {name}: {addr} is also {other}"));
+        }
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(format!("cannot listen on {addr} ({name}): {e}"));
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(level: &str) {

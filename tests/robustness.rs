@@ -379,3 +379,44 @@ fn sigterm_and_sigint_exit_zero() {
     let st = s.wait_exit(STOP_TIMEOUT).expect("SIGINT ignored");
     assert_eq!(st.code(), Some(0), "SIGINT: {st}");
 }
+
+#[test]
+fn a_port_in_use_or_configured_twice_is_refused() {
+    let dir = scratch_dir();
+    std::fs::write(dir.path().join("livego.toml"), DEFAULT_CONFIG).expect("config");
+    let [busy, flv, hls, api] = free_ports::<4>();
+    // Another program holds the RTMP port: SO_REUSEPORT must not let us share it silently.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", busy)).expect("hold port");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let (rtmp, flv, hls, api) = (addr(busy), addr(flv), addr(hls), addr(api));
+    let args = |rtmp: &str, api: &str| {
+        vec![
+            "--rtmp_addr".to_string(),
+            rtmp.to_string(),
+            "--httpflv_addr".into(),
+            flv.clone(),
+            "--hls_addr".into(),
+            hls.clone(),
+            "--api_addr".into(),
+            api.to_string(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_livego(dir.path(), &a, Duration::from_secs(10))
+    };
+    let (status, stderr) = run(args(&rtmp, &api));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "started on a busy port: {status:?}"
+    );
+    assert!(stderr.contains("rtmp_addr"), "{stderr}");
+    drop(holder);
+    // The same address for two of our own listeners.
+    let (status, stderr) = run(args(&api, &api));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    assert!(
+        stderr.contains("api_addr") && stderr.contains("rtmp_addr"),
+        "{stderr}"
+    );
+}

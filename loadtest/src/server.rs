@@ -46,11 +46,22 @@ pub struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// A free loopback port not handed out before by this process (the kernel may return a port
+/// just released, so separate calls could otherwise give two listeners the same port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port after 1000 tries");
 }
 
 fn wait_port(port: u16, timeout: Duration) -> bool {

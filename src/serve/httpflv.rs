@@ -20,15 +20,14 @@ use glommio::timer::Timer;
 use shards::StopSignal;
 
 use crate::engine::{
-    gather_sessions, nudge, ready, CloseReason, Frame, Item, PlayerQueue, Protocol, QueueLimits,
-    QueueRef, Role, SessionStat, ShardMsg,
+    gather_sessions, nudge, ready, CloseReason, Frame, Item, Protocol, QueueRef, Role, SessionStat,
+    ShardMsg,
 };
 use crate::flv::live::{chunk_size_line, TrackProbe, CRLF, LAST_CHUNK};
 use crate::flv::{file_header, ws};
 use crate::http::{parse_head, HttpError, Limits, RequestHead, Response, Version};
 use crate::media::PacketKind;
 
-use super::rtmp::{set_send_buffer, PLAYER_SNDBUF};
 use super::ShardState;
 
 /// A client must send its whole request head within this time.
@@ -380,38 +379,29 @@ async fn viewer(
     framing: Framing,
     rest: Bytes,
 ) -> ConnResult<()> {
-    set_send_buffer(&stream, PLAYER_SNDBUF);
-    let (rd, mut wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
-    let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
-    // WebSocket control replies (pong, close) the reader hands to the writer.
-    let control: Rc<RefCell<VecDeque<Bytes>>> = Rc::new(RefCell::new(VecDeque::new()));
-    let ticket = st.hub.play_join(&key, queue.clone()).await;
     let protocol = if framing == Framing::WebSocket {
         Protocol::WsFlv
     } else {
         Protocol::HttpFlv
     };
-    let guard = st
-        .hub
-        .sessions()
-        .register(Role::Player, protocol, ticket.key.clone(), url, peer);
-    tracing::info!(stream = %key, shard = st.hub.shard(), protocol = protocol.name(), "play start");
+    let (rd, mut p) = super::player::join(&st, stream, &key, protocol, url, peer).await?;
     let reader = glommio::spawn_local(viewer_reader(
         rd,
         framing,
         rest,
-        queue.clone(),
-        control.clone(),
+        p.queue.clone(),
+        p.control.clone(),
     ));
-    let result = viewer_writer(&st, &mut wr, framing, &queue, &control, &guard.counters).await;
-    guard
-        .counters
-        .dropped_packets
-        .set(queue.borrow().dropped_packets);
-    st.hub.play_leave(&ticket).await;
-    wr.shutdown();
-    let _ = reader.await;
-    tracing::info!(stream = %key, "play end");
+    let result = viewer_writer(
+        &st,
+        &mut p.wr,
+        framing,
+        &p.queue,
+        &p.control,
+        &p.guard.counters,
+    )
+    .await;
+    p.leave(&st, reader).await;
     result
 }
 

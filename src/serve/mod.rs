@@ -3,6 +3,7 @@
 
 mod hls;
 mod httpflv;
+mod player;
 mod rtmp;
 
 use std::cell::RefCell;

@@ -16,8 +16,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready, Counters, Item, PlayerQueue, Protocol, PublisherHandOff, QueueLimits, QueueRef,
-    Role, ShardMsg,
+    nudge, ready, Counters, Item, Protocol, PublisherHandOff, QueueRef, Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::chunk::Message;
@@ -31,11 +30,6 @@ const COMMAND_PHASE_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_BUF: usize = 64 * 1024;
 /// Frames taken from a player's queue per vectored write; bounds latency for the other tasks.
 const MAX_BATCH_FRAMES: usize = 512;
-/// Kernel send buffer of a player socket. Autotuning would let a slow player hide seconds of
-/// media in the kernel (4 MB is 16 s at 2 Mbit/s), where the queue's GOP-aware dropping and
-/// `write_timeout` cannot see it; this keeps the backlog in our queue while still allowing
-/// ~30 Mbit/s at 100 ms RTT (Linux doubles the value).
-pub(super) const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
 
 type ConnResult<T> = Result<T, String>;
 
@@ -288,36 +282,25 @@ async fn play(
     key: String,
     who: Who,
 ) -> ConnResult<()> {
-    set_send_buffer(&stream, PLAYER_SNDBUF);
-    let (rd, mut wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
-    let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
+    let (rd, mut p) =
+        super::player::join(&st, stream, &key, Protocol::Rtmp, who.url, who.peer).await?;
     let session = Rc::new(RefCell::new(session));
-    let control: Rc<RefCell<VecDeque<Bytes>>> = Rc::new(RefCell::new(VecDeque::new()));
-    let ticket = st.hub.play_join(&key, queue.clone()).await;
-    let guard = st.hub.sessions().register(
-        Role::Player,
-        Protocol::Rtmp,
-        ticket.key.clone(),
-        who.url,
-        who.peer,
-    );
-    tracing::info!(stream = %key, shard = st.hub.shard(), "play start");
-
     let reader = glommio::spawn_local(player_reader(
         rd,
         session.clone(),
-        queue.clone(),
-        control.clone(),
+        p.queue.clone(),
+        p.control.clone(),
     ));
-    let result = player_writer(&st, &mut wr, &session, &queue, &control, &guard.counters).await;
-    guard
-        .counters
-        .dropped_packets
-        .set(queue.borrow().dropped_packets);
-    st.hub.play_leave(&ticket).await;
-    wr.shutdown();
-    let _ = reader.await;
-    tracing::info!(stream = %key, "play end");
+    let result = player_writer(
+        &st,
+        &mut p.wr,
+        &session,
+        &p.queue,
+        &p.control,
+        &p.guard.counters,
+    )
+    .await;
+    p.leave(&st, reader).await;
     result
 }
 
@@ -457,22 +440,6 @@ async fn player_writer(
             Err(e) => return Err(format!("write: {e}")),
         }
         batch.clear();
-    }
-}
-
-pub(super) fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) {
-    // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!("SO_SNDBUF: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -37,8 +37,16 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A port that was free on 127.0.0.1 a moment ago (the OS picks it, so parallel tests rarely
 /// collide; the listener is dropped before returning).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    free_ports::<1>()[0]
+}
+
+/// N distinct free ports: the probe sockets stay bound until all are picked, so the kernel
+/// cannot hand out the same port twice (separate `free_port()` calls can).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let probes: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| probes[i].local_addr().expect("local_addr").port())
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
@@ -242,8 +250,7 @@ impl Server {
         let config_path = dir.path().join("livego.toml");
         fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("server.log");
-        let (rtmp_port, httpflv_port, hls_port, api_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let [rtmp_port, httpflv_port, hls_port, api_port] = free_ports::<4>();
         let log = File::create(&log_path).expect("create server log");
         let log_err = log.try_clone().expect("clone log handle");
         let addr = |p: u16| format!("127.0.0.1:{p}");

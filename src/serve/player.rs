@@ -1,0 +1,94 @@
+//! What every player connection has on its shard, whatever the protocol (RTMP, HTTP-FLV,
+//! WebSocket-FLV): the socket split into a reader and a writer half, its queue in the hub, the
+//! control replies its reader hands to its writer, and its stats session.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+
+use crate::engine::{
+    PlayerQueue, PlayerTicket, Protocol, QueueLimits, QueueRef, Role, SessionGuard,
+};
+
+use super::ShardState;
+
+/// Kernel send buffer of a player socket. Autotuning would let a slow player hide seconds of
+/// media in the kernel (4 MB is 16 s at 2 Mbit/s), where the queue's GOP-aware dropping and
+/// `write_timeout` cannot see it; this keeps the backlog in our queue while still allowing
+/// ~30 Mbit/s at 100 ms RTT (Linux doubles the value).
+const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
+
+pub(super) struct PlayerConn {
+    pub wr: shards::WriteHalf,
+    pub queue: QueueRef,
+    /// Replies produced while reading (RTMP acks/pongs, WebSocket pongs) for the writer to send.
+    pub control: Rc<RefCell<VecDeque<Bytes>>>,
+    pub guard: SessionGuard,
+    ticket: PlayerTicket,
+}
+
+/// Joins `key` on this shard and registers the session; returns the read half for the
+/// protocol's reader task.
+pub(super) async fn join(
+    st: &ShardState,
+    stream: TcpStream,
+    key: &str,
+    protocol: Protocol,
+    url: String,
+    peer: Option<SocketAddr>,
+) -> Result<(shards::ReadHalf, PlayerConn), String> {
+    set_send_buffer(&stream, PLAYER_SNDBUF);
+    let (rd, wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
+    let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
+    let ticket = st.hub.play_join(key, queue.clone()).await;
+    let guard = st
+        .hub
+        .sessions()
+        .register(Role::Player, protocol, ticket.key.clone(), url, peer);
+    tracing::info!(stream = %key, shard = st.hub.shard(), protocol = protocol.name(), "play start");
+    let conn = PlayerConn {
+        wr,
+        queue,
+        control: Rc::new(RefCell::new(VecDeque::new())),
+        guard,
+        ticket,
+    };
+    Ok((rd, conn))
+}
+
+impl PlayerConn {
+    /// After the writer returned: records the drops, leaves the hub, closes the socket (which
+    /// ends the reader) and waits for the reader task.
+    pub async fn leave(self, st: &ShardState, reader: impl Future) {
+        self.guard
+            .counters
+            .dropped_packets
+            .set(self.queue.borrow().dropped_packets);
+        st.hub.play_leave(&self.ticket).await;
+        self.wr.shutdown();
+        reader.await;
+        tracing::info!(stream = %self.ticket.key, "play end");
+    }
+}
+
+fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("SO_SNDBUF: {}", std::io::Error::last_os_error());
+    }
+}
