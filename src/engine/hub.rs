@@ -425,21 +425,4 @@ impl Hub {
     pub fn nr_shards(&self) -> usize {
         self.nr_shards
     }
-
-    /// Number of streams owned here with a publisher, and players on this shard.
-    pub fn counts(&self) -> (usize, usize) {
-        let inner = self.inner.borrow();
-        let publishers = inner
-            .streams
-            .values()
-            .filter(|s| s.publisher.is_some())
-            .count();
-        let players = inner
-            .streams
-            .values()
-            .map(|s| s.feed.player_count())
-            .chain(inner.mirrors.values().map(|m| m.feed.player_count()))
-            .sum();
-        (publishers, players)
-    }
 }
