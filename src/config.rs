@@ -63,6 +63,11 @@ pub struct Config {
     pub max_message_size: usize,
     /// Largest chunk size a peer may announce, in bytes.
     pub max_chunk_size: usize,
+    /// Under heavy ingest, publisher reads of a shard are collected once per this interval
+    /// instead of one executor wake-up per message; zero never batches.
+    pub ingest_batch: Duration,
+    /// Publisher reads per second on one shard from which `ingest_batch` applies.
+    pub ingest_batch_above: u64,
     pub jwt: JwtConfig,
     pub shards: ShardsConfig,
     pub server: Vec<AppConfig>,
@@ -182,6 +187,8 @@ impl Default for Config {
             flv_wait_publisher: false,
             max_message_size: 16 * 1024 * 1024,
             max_chunk_size: 16 * 1024 * 1024,
+            ingest_batch: Duration::from_millis(2),
+            ingest_batch_above: 1000,
             jwt: JwtConfig {
                 secret: String::new(),
                 algorithm: JwtAlgorithm::Hs256,
@@ -222,6 +229,8 @@ const SCALAR_KEYS: &[&str] = &[
     "flv_wait_publisher",
     "max_message_size",
     "max_chunk_size",
+    "ingest_batch_ms",
+    "ingest_batch_above",
     "jwt.secret",
     "jwt.algorithm",
     "shards.count",
@@ -367,6 +376,10 @@ impl Config {
             // 128 is RTMP's initial chunk size, so any peer can always be served; 2^31-1 is the
             // protocol's own ceiling.
             "max_chunk_size" => self.max_chunk_size = parse_usize(raw, 128, 0x7fff_ffff)?,
+            "ingest_batch_ms" => {
+                self.ingest_batch = Duration::from_millis(parse_uint(raw, 0, 100)?)
+            }
+            "ingest_batch_above" => self.ingest_batch_above = parse_uint(raw, 1, 10_000_000)?,
             "jwt.secret" => self.jwt.secret = raw.to_string(),
             "jwt.algorithm" => {
                 self.jwt.algorithm = match raw.to_ascii_uppercase().as_str() {
@@ -974,6 +987,10 @@ mod tests {
             ("hls_fragment = -1.0\n", "hls_fragment: invalid value '-1'"),
             ("max_chunk_size = 1\n", "max_chunk_size: invalid value '1'"),
             (
+                "ingest_batch_ms = 101\n",
+                "ingest_batch_ms: invalid value '101'",
+            ),
+            (
                 "max_message_size = 99999999\n",
                 "max_message_size: invalid value '99999999'",
             ),
@@ -1078,6 +1095,8 @@ api_cors_origin = "*"
 play_wait_timeout = 0
 max_message_size = 1048576
 max_chunk_size = 65536
+ingest_batch_ms = 5
+ingest_batch_above = 300
 [jwt]
 secret = "k"
 algorithm = "hs384"
@@ -1102,6 +1121,8 @@ appname = "live"
         assert_eq!(cfg.play_wait_timeout, Duration::ZERO);
         assert_eq!(cfg.max_message_size, 1 << 20);
         assert_eq!(cfg.max_chunk_size, 65536);
+        assert_eq!(cfg.ingest_batch, Duration::from_millis(5));
+        assert_eq!(cfg.ingest_batch_above, 300);
         assert_eq!(cfg.jwt.secret, "k");
         assert_eq!(cfg.jwt.algorithm, JwtAlgorithm::Hs384);
         assert_eq!(cfg.shards.count, 2);

@@ -13,6 +13,7 @@
 //! - [`conn`]: a connection split into a read half and a write half with vectored sends.
 //! - [`handoff`]: moving a live connection to another shard.
 //! - [`stop`]: cooperative shutdown.
+//! - [`tick_poller`]: read readiness of many busy sockets collected once per tick.
 
 pub mod conn;
 pub mod handoff;
@@ -21,11 +22,13 @@ pub mod listener;
 pub mod router;
 pub mod runtime;
 pub mod stop;
+pub mod tick_poller;
 
-pub use conn::{send_all_vectored, split, ReadHalf, WriteHalf, IOV_MAX};
+pub use conn::{split, ReadHalf, WriteHalf};
 pub use handoff::{attach, detach};
 pub use hash::{fnv1a64, shard_for};
 pub use listener::reuseport_listener;
 pub use router::{Incoming, Responder, Router, RouterError};
 pub use runtime::{wait_for_termination_signal, Runtime, RuntimeConfig, RuntimeHandle, ShardCtx};
 pub use stop::{StopHandle, StopSignal, STOP_POLL};
+pub use tick_poller::{Registration, TickPoller, TickRead};

@@ -352,14 +352,11 @@ async fn pump(
 }
 
 async fn write(wr: &mut shards::WriteHalf, batch: &mut VecDeque<Bytes>) -> Result<usize, String> {
-    let w = async { wr.write_vectored_all(batch).await.map(Some) };
-    let t = async {
-        Timer::new(WRITE_TIMEOUT).await;
-        Ok(None)
-    };
-    match future::or(w, t).await {
-        Ok(Some(n)) => Ok(n),
-        Ok(None) => Err("write timeout: remote stuck".into()),
+    match wr.write_vectored_within(batch, WRITE_TIMEOUT).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err("write timeout: remote stuck".into())
+        }
         Err(e) => Err(format!("write: {e}")),
     }
 }

@@ -599,14 +599,11 @@ async fn write_batch(
     wr: &mut shards::WriteHalf,
     batch: &mut VecDeque<Bytes>,
 ) -> ConnResult<()> {
-    let write = async { wr.write_vectored_all(batch).await.map(|_| false) };
-    let stuck = async {
-        Timer::new(st.write_timeout).await;
-        Ok(true)
-    };
-    match future::or(write, stuck).await {
-        Ok(false) => Ok(()),
-        Ok(true) => Err("write timeout: viewer stuck".into()),
+    match wr.write_vectored_within(batch, st.write_timeout).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err("write timeout: viewer stuck".into())
+        }
         Err(e) => Err(format!("write: {e}")),
     }
 }

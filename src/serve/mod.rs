@@ -33,6 +33,8 @@ pub struct ShardState {
     pub read_timeout: Option<Duration>,
     pub write_timeout: Duration,
     pub play_wait_timeout: Duration,
+    /// Batched publisher reads under heavy ingest; `None` when `ingest_batch_ms` is 0.
+    pub ingest: Option<Rc<shards::TickPoller>>,
     /// HLS: this shard's cache of every stream's playlist and segments, and the segmenters of
     /// the streams it owns.
     pub hls: Rc<crate::hls::HlsService>,
@@ -83,6 +85,19 @@ impl ShardState {
     }
 }
 
+fn ingest_poller(cfg: &Config) -> Option<Rc<shards::TickPoller>> {
+    if cfg.ingest_batch.is_zero() {
+        return None;
+    }
+    match shards::TickPoller::new(cfg.ingest_batch, cfg.ingest_batch_above) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("ingest batching off: {e}");
+            None
+        }
+    }
+}
+
 /// Runs on every data shard: the engine hub, the router handler and the RTMP listener.
 pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
     let engine = EngineConfig {
@@ -106,6 +121,7 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
             Duration::from_secs(3600)
         },
         play_wait_timeout: cfg.play_wait_timeout,
+        ingest: ingest_poller(&cfg),
         control_id: ctx.control_id,
         cfg,
     });

@@ -229,6 +229,7 @@ async fn publish_loop(
     counters: &Counters,
 ) -> ConnResult<()> {
     let mut buf = vec![0u8; READ_BUF];
+    let mut reader = PublisherReader::default();
     loop {
         while let Some(ev) = session.poll_event() {
             match ev {
@@ -251,7 +252,7 @@ async fn publish_loop(
             }
         }
         flush(stream, session).await?;
-        let n = match stream.read(&mut buf).await {
+        let n = match reader.read(st, stream, &mut buf).await {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -261,6 +262,48 @@ async fn publish_loop(
         };
         counters.add_wire(n);
         session.feed(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+}
+
+/// A publisher's reads: through glommio (one wake-up per arrival) while its shard is quiet, and
+/// through the shard's [`shards::TickPoller`] (one wake-up per tick for all publishers) while the
+/// shard is busy with ingest.
+#[derive(Default)]
+struct PublisherReader {
+    registration: Option<shards::Registration>,
+    /// The last read did not fill the buffer: the socket is empty until the next tick says
+    /// otherwise.
+    drained: bool,
+}
+
+impl PublisherReader {
+    async fn read(
+        &mut self,
+        st: &ShardState,
+        stream: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> std::io::Result<usize> {
+        let Some(poller) = st.ingest.as_ref() else {
+            return stream.read(buf).await;
+        };
+        poller.note_read();
+        if poller.batching() {
+            if self.registration.is_none() {
+                self.registration = Some(poller.register(stream.as_raw_fd(), st.read_timeout)?);
+                self.drained = false;
+            }
+            if let Some(reg) = &self.registration {
+                match reg.read(buf, self.drained).await? {
+                    shards::TickRead::Data(n) => {
+                        self.drained = n < buf.len();
+                        return Ok(n);
+                    }
+                    shards::TickRead::Eof => return Ok(0),
+                    shards::TickRead::Unbatched => {}
+                }
+            }
+        }
+        stream.read(buf).await
     }
 }
 
@@ -426,17 +469,14 @@ async fn player_writer(
             continue;
         }
         let batch_bytes: usize = batch.iter().map(|b| b.len()).sum();
-        let write = async { wr.write_vectored_all(&mut batch).await.map(|_| false) };
-        let stuck = async {
-            Timer::new(st.write_timeout).await;
-            Ok(true)
-        };
-        match future::or(write, stuck).await {
-            Ok(false) => {
+        match wr.write_vectored_within(&mut batch, st.write_timeout).await {
+            Ok(_) => {
                 counters.add_wire(batch_bytes);
                 counters.dropped_packets.set(queue.borrow().dropped_packets);
             }
-            Ok(true) => return Err("write timeout: player stuck".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err("write timeout: player stuck".into())
+            }
             Err(e) => return Err(format!("write: {e}")),
         }
         batch.clear();
