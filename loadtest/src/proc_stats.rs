@@ -131,29 +131,44 @@ pub fn threads(root: u32) -> Vec<ThreadTicks> {
 }
 
 /// A thread's share of one core over a window.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ThreadCpu {
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreadDelta {
     pub name: String,
     pub pid: u32,
     pub tid: u32,
     pub cpu_pct: f64,
 }
 
+/// The threads of one process that share a name, summed: glommio's blocking-pool thread
+/// inherits its executor's name ("shard-0"), and its work is that shard's work.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadCpu {
+    pub name: String,
+    pub pid: u32,
+    /// How many threads the figure sums.
+    pub threads: usize,
+    pub cpu_pct: f64,
+}
+
 /// CPU % of each thread alive at the window's end, busiest first. A thread born inside the
 /// window counts from zero; one that ended inside it is missing here (its time still counts in
 /// the process figure of [`sample`]).
-pub fn thread_cpu(before: &[ThreadTicks], after: &[ThreadTicks], window_s: f64) -> Vec<ThreadCpu> {
+pub fn thread_cpu(
+    before: &[ThreadTicks],
+    after: &[ThreadTicks],
+    window_s: f64,
+) -> Vec<ThreadDelta> {
     if window_s <= 0.0 {
         return vec![];
     }
-    let mut out: Vec<ThreadCpu> = after
+    let mut out: Vec<ThreadDelta> = after
         .iter()
         .map(|a| {
             let b = before
                 .iter()
                 .find(|b| b.pid == a.pid && b.tid == a.tid)
                 .map_or(0.0, |b| b.ticks);
-            ThreadCpu {
+            ThreadDelta {
                 name: a.name.clone(),
                 pid: a.pid,
                 tid: a.tid,
@@ -163,6 +178,27 @@ pub fn thread_cpu(before: &[ThreadTicks], after: &[ThreadTicks], window_s: f64) 
         })
         .collect();
     out.sort_by(|x, y| y.cpu_pct.total_cmp(&x.cpu_pct).then(x.tid.cmp(&y.tid)));
+    out
+}
+
+/// Per (process, name) sums of `threads`, busiest first.
+pub fn by_name(threads: &[ThreadDelta]) -> Vec<ThreadCpu> {
+    let mut out: Vec<ThreadCpu> = vec![];
+    for t in threads {
+        match out.iter_mut().find(|g| g.pid == t.pid && g.name == t.name) {
+            Some(g) => {
+                g.threads += 1;
+                g.cpu_pct += t.cpu_pct;
+            }
+            None => out.push(ThreadCpu {
+                name: t.name.clone(),
+                pid: t.pid,
+                threads: 1,
+                cpu_pct: t.cpu_pct,
+            }),
+        }
+    }
+    out.sort_by(|x, y| y.cpu_pct.total_cmp(&x.cpu_pct).then(x.pid.cmp(&y.pid)));
     out
 }
 
@@ -230,6 +266,37 @@ mod tests {
             0.0
         );
         assert!(thread_cpu(&before, &after, 0.0).is_empty());
+    }
+
+    #[test]
+    fn same_named_threads_of_a_process_sum() {
+        let d = |name: &str, pid: u32, tid: u32, cpu_pct: f64| ThreadDelta {
+            name: name.into(),
+            pid,
+            tid,
+            cpu_pct,
+        };
+        let g = by_name(&[
+            d("shard-0", 10, 11, 6.0),
+            d("shard-0", 10, 12, 0.5),
+            d("shard-1", 10, 13, 7.0),
+            // nginx master and worker: one name, two processes
+            d("nginx", 20, 20, 0.0),
+            d("nginx", 21, 21, 30.0),
+        ]);
+        let got: Vec<(&str, u32, usize, f64)> = g
+            .iter()
+            .map(|c| (c.name.as_str(), c.pid, c.threads, c.cpu_pct))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("nginx", 21, 1, 30.0),
+                ("shard-1", 10, 1, 7.0),
+                ("shard-0", 10, 2, 6.5),
+                ("nginx", 20, 1, 0.0)
+            ]
+        );
     }
 
     /// CPU time the calling thread has used.

@@ -39,8 +39,9 @@ pub struct Summary {
     pub latency_ms_p99: Option<f64>,
     pub latency_ms_max: Option<f64>,
     pub stalls: u64,
-    /// Server threads over the window: each shard of livego-rs (idle ones too, so a one-sided
-    /// split shows) and any other thread at 1 % of a core or more, e.g. an nginx worker.
+    /// Server threads over the window, same-named threads of a process summed: each shard of
+    /// livego-rs (idle ones too, so a one-sided split shows) and anything else at 1 % of a
+    /// core or more, e.g. an nginx worker.
     pub threads: Vec<ThreadCpu>,
     /// Each data shard's share of all data-shard CPU, in shard order (empty without shards).
     pub shard_split_pct: Vec<f64>,
@@ -136,10 +137,10 @@ pub fn details(rows: &[Summary]) -> String {
     for r in rows.iter().filter(|r| !r.threads.is_empty()) {
         let mut line = format!("{} n={} threads:", r.server, r.players.max(r.publishers));
         for t in &r.threads {
-            // a bare name when it is unique in the row, else name/tid (Go names every thread
-            // after the program, nginx its master and worker alike)
+            // a bare name when it is unique in the row, else name/pid (nginx names its master
+            // and worker alike)
             if r.threads.iter().filter(|u| u.name == t.name).count() > 1 {
-                line += &format!(" {}/{} {:.1}%", t.name, t.tid, t.cpu_pct);
+                line += &format!(" {}/{} {:.1}%", t.name, t.pid, t.cpu_pct);
             } else {
                 line += &format!(" {} {:.1}%", t.name, t.cpu_pct);
             }
@@ -469,11 +470,11 @@ mod tests {
         );
     }
 
-    fn tc(name: &str, tid: u32, cpu_pct: f64) -> ThreadCpu {
+    fn tc(name: &str, pid: u32, cpu_pct: f64) -> ThreadCpu {
         ThreadCpu {
             name: name.into(),
-            pid: 1,
-            tid,
+            pid,
+            threads: 1,
             cpu_pct,
         }
     }
@@ -507,9 +508,9 @@ mod tests {
                 ..Default::default()
             },
             Summary {
-                server: "livego".into(),
+                server: "nginx-rtmp".into(),
                 players: 50,
-                threads: vec![tc("livego", 7, 12.0), tc("livego", 9, 3.24)],
+                threads: vec![tc("nginx", 7, 12.0), tc("nginx", 9, 3.24)],
                 ..Default::default()
             },
         ];
@@ -518,7 +519,7 @@ mod tests {
             d,
             "livego-rs n=50 threads: shard-0 10.0% shard-1 30.0% shard-10 0.0% helper 7.0% \
              worker 5.0% control 0.2% (shard split 25/75/0)\n\
-             livego n=50 threads: livego/7 12.0% livego/9 3.2%\n"
+             nginx-rtmp n=50 threads: nginx/7 12.0% nginx/9 3.2%\n"
         );
         let json = serde_json::to_value(&rows[0]).unwrap();
         assert_eq!(json["threads"][1]["name"], "shard-1");

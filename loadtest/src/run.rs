@@ -270,8 +270,8 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
     problems.dedup();
     s.first_problems = problems.into_iter().take(5).collect();
     if let (Some(Some(b)), Some(a)) = (before, after) {
-        let all = proc_stats::thread_cpu(&threads_before, &threads_after, window);
-        s.threads = report::notable_threads(&all);
+        let per_thread = proc_stats::thread_cpu(&threads_before, &threads_after, window);
+        s.threads = report::notable_threads(&proc_stats::by_name(&per_thread));
         s.shard_split_pct = report::shard_split(&s.threads);
         let cpu = a.cpu_seconds - b.cpu_seconds;
         s.server_cpu_s = Some(cpu);
