@@ -131,6 +131,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
         _ => return Err("give either --url or --server".into()),
     };
     print!("{}", report::table(&rows));
+    print!("{}", report::details(&rows));
     print!("{}", report::ratios(&rows));
     if cli.scenario == Scenario::Ramp {
         for (s, n) in run::highest_held(&rows) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::latency::SendLog;
 use crate::proc_stats;
-use crate::report::{percentile, Summary};
+use crate::report::{self, percentile, Summary};
 use crate::server::{Kind, Server};
 use crate::swarm::{self, Live, PlayerSpec, Proto, PublisherSpec};
 
@@ -164,6 +164,7 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
     let mut before = None;
     let mut bytes0 = 0;
     let mut rss_idle = None;
+    let mut threads_before = vec![];
     loop {
         let now = Instant::now();
         if rss_idle.is_none()
@@ -173,6 +174,7 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
         }
         if before.is_none() && now >= begin {
             before = Some(server_pid.and_then(proc_stats::sample));
+            threads_before = server_pid.map(proc_stats::threads).unwrap_or_default();
             bytes0 = live.bytes.load(Relaxed);
             live.measuring.store(true, Relaxed);
         }
@@ -200,6 +202,7 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
         std::thread::sleep(Duration::from_millis(250).min(end - now));
     }
     let after = server_pid.and_then(proc_stats::sample);
+    let threads_after = server_pid.map(proc_stats::threads).unwrap_or_default();
     let bytes = live.bytes.load(Relaxed) - bytes0;
     live.stop.store(true, Relaxed);
     if p.progress {
@@ -267,6 +270,9 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
     problems.dedup();
     s.first_problems = problems.into_iter().take(5).collect();
     if let (Some(Some(b)), Some(a)) = (before, after) {
+        let per_thread = proc_stats::thread_cpu(&threads_before, &threads_after, window);
+        s.threads = report::notable_threads(&proc_stats::by_name(&per_thread));
+        s.shard_split_pct = report::shard_split(&s.threads);
         let cpu = a.cpu_seconds - b.cpu_seconds;
         s.server_cpu_s = Some(cpu);
         s.server_cpu_percent = Some(100.0 * cpu / window);
@@ -335,6 +341,7 @@ pub fn run_servers(p: &Params, servers: &[Kind], counts: &[usize]) -> Result<Vec
             }
         }
     }
+    report::add_marginal_rss(&mut rows);
     Ok(rows)
 }
 
