@@ -68,6 +68,9 @@ pub struct Config {
     pub ingest_batch: Duration,
     /// Publisher reads per second on one shard from which `ingest_batch` applies.
     pub ingest_batch_above: u64,
+    /// Non-zero: players send at most once per this interval, everything queued in one write
+    /// (fewer, larger writes for up to this much added delay); zero sends each packet at once.
+    pub play_merge: Duration,
     pub jwt: JwtConfig,
     pub shards: ShardsConfig,
     pub server: Vec<AppConfig>,
@@ -189,6 +192,7 @@ impl Default for Config {
             max_chunk_size: 16 * 1024 * 1024,
             ingest_batch: Duration::from_millis(2),
             ingest_batch_above: 1000,
+            play_merge: Duration::ZERO,
             jwt: JwtConfig {
                 secret: String::new(),
                 algorithm: JwtAlgorithm::Hs256,
@@ -231,6 +235,7 @@ const SCALAR_KEYS: &[&str] = &[
     "max_chunk_size",
     "ingest_batch_ms",
     "ingest_batch_above",
+    "play_merge_ms",
     "jwt.secret",
     "jwt.algorithm",
     "shards.count",
@@ -380,6 +385,7 @@ impl Config {
                 self.ingest_batch = Duration::from_millis(parse_uint(raw, 0, 100)?)
             }
             "ingest_batch_above" => self.ingest_batch_above = parse_uint(raw, 1, 10_000_000)?,
+            "play_merge_ms" => self.play_merge = Duration::from_millis(parse_uint(raw, 0, 1000)?),
             "jwt.secret" => self.jwt.secret = raw.to_string(),
             "jwt.algorithm" => {
                 self.jwt.algorithm = match raw.to_ascii_uppercase().as_str() {
@@ -991,6 +997,10 @@ mod tests {
                 "ingest_batch_ms: invalid value '101'",
             ),
             (
+                "play_merge_ms = 1001\n",
+                "play_merge_ms: invalid value '1001'",
+            ),
+            (
                 "max_message_size = 99999999\n",
                 "max_message_size: invalid value '99999999'",
             ),
@@ -1097,6 +1107,7 @@ max_message_size = 1048576
 max_chunk_size = 65536
 ingest_batch_ms = 5
 ingest_batch_above = 300
+play_merge_ms = 40
 [jwt]
 secret = "k"
 algorithm = "hs384"
@@ -1123,6 +1134,7 @@ appname = "live"
         assert_eq!(cfg.max_chunk_size, 65536);
         assert_eq!(cfg.ingest_batch, Duration::from_millis(5));
         assert_eq!(cfg.ingest_batch_above, 300);
+        assert_eq!(cfg.play_merge, Duration::from_millis(40));
         assert_eq!(cfg.jwt.secret, "k");
         assert_eq!(cfg.jwt.algorithm, JwtAlgorithm::Hs384);
         assert_eq!(cfg.shards.count, 2);

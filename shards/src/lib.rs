@@ -14,6 +14,7 @@
 //! - [`handoff`]: moving a live connection to another shard.
 //! - [`stop`]: cooperative shutdown.
 //! - [`tick_poller`]: read readiness of many busy sockets collected once per tick.
+//! - [`shared_tick`]: a shard-wide clock for merging writes.
 
 pub mod conn;
 pub mod handoff;
@@ -21,6 +22,7 @@ pub mod hash;
 pub mod listener;
 pub mod router;
 pub mod runtime;
+pub mod shared_tick;
 pub mod stop;
 pub mod tick_poller;
 
@@ -30,5 +32,6 @@ pub use hash::{fnv1a64, shard_for};
 pub use listener::reuseport_listener;
 pub use router::{Incoming, Responder, Router, RouterError};
 pub use runtime::{wait_for_termination_signal, Runtime, RuntimeConfig, RuntimeHandle, ShardCtx};
+pub use shared_tick::SharedTick;
 pub use stop::{StopHandle, StopSignal, STOP_POLL};
 pub use tick_poller::{Registration, TickPoller, TickRead};

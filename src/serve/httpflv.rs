@@ -506,6 +506,8 @@ async fn viewer_writer(
     counters: &crate::engine::Counters,
 ) -> ConnResult<()> {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
+    // Reused across batches: no allocation per viewer per packet.
+    let mut media: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
     let mut body = Body {
         probe: Some(TrackProbe::new()),
         held: Vec::new(),
@@ -517,7 +519,9 @@ async fn viewer_writer(
     };
     let mut waiting_since = Some(Instant::now());
     let mut ended = false;
+    let mut pacer = super::player::MergePacer::new(st);
     while !ended {
+        let had_items = !queue.borrow().is_empty() || !control.borrow().is_empty();
         let woke = ready(queue, || !control.borrow().is_empty());
         match waiting_since {
             Some(since) => {
@@ -539,6 +543,7 @@ async fn viewer_writer(
             }
             None => woke.await,
         }
+        pacer.before_batch(had_items).await;
         let ctl: Vec<Bytes> = control.borrow_mut().drain(..).collect();
         let closing = ctl
             .iter()
@@ -551,7 +556,6 @@ async fn viewer_writer(
             }
             return Err(format!("viewer closed: {reason:?}"));
         }
-        let mut media: VecDeque<Bytes> = VecDeque::new();
         for _ in 0..MAX_BATCH_FRAMES {
             let Some(item) = queue.borrow_mut().pop() else {
                 break;
@@ -577,7 +581,7 @@ async fn viewer_writer(
         framing.wrap(&mut media);
         // Control frames go between whole data messages, never inside one.
         batch.extend(ctl);
-        batch.extend(media);
+        batch.extend(media.drain(..));
         if ended || closing {
             batch.extend(framing.end());
             ended = true;
@@ -590,6 +594,9 @@ async fn viewer_writer(
         counters.add_wire(wire);
         counters.dropped_packets.set(queue.borrow().dropped_packets);
         batch.clear();
+        if !ended {
+            pacer.after_write().await;
+        }
     }
     Ok(())
 }

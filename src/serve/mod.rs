@@ -35,6 +35,8 @@ pub struct ShardState {
     pub play_wait_timeout: Duration,
     /// Batched publisher reads under heavy ingest; `None` when `ingest_batch_ms` is 0.
     pub ingest: Option<Rc<shards::TickPoller>>,
+    /// `play_merge_ms`: the clock players wait for before each write; `None` sends at once.
+    pub play_merge: Option<Rc<shards::SharedTick>>,
     /// HLS: this shard's cache of every stream's playlist and segments, and the segmenters of
     /// the streams it owns.
     pub hls: Rc<crate::hls::HlsService>,
@@ -122,6 +124,7 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         },
         play_wait_timeout: cfg.play_wait_timeout,
         ingest: ingest_poller(&cfg),
+        play_merge: (!cfg.play_merge.is_zero()).then(|| shards::SharedTick::new(cfg.play_merge)),
         control_id: ctx.control_id,
         cfg,
     });

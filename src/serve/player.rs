@@ -77,6 +77,44 @@ impl PlayerConn {
     }
 }
 
+/// `play_merge_ms` pacing of one player's writes: at most about one write per shard tick, each
+/// taking everything queued since the last. In steady flow the writer is polled once per tick
+/// (it waits for the tick right after writing and finds packets queued), not once per packet
+/// and again per tick.
+pub(super) struct MergePacer {
+    tick: Option<Rc<shards::SharedTick>>,
+    /// The writer already waited for a tick since its last write.
+    ticked: bool,
+}
+
+impl MergePacer {
+    pub fn new(st: &ShardState) -> Self {
+        Self {
+            tick: st.play_merge.clone(),
+            ticked: false,
+        }
+    }
+
+    /// Before taking a batch. `had_items`: the queue held something before the writer waited on
+    /// it, so a tick passed with packets waiting and this batch can go at once.
+    pub async fn before_batch(&mut self, had_items: bool) {
+        if let Some(tick) = &self.tick {
+            if !(self.ticked && had_items) {
+                tick.next().await;
+            }
+        }
+        self.ticked = false;
+    }
+
+    /// After a write: let packets gather until the next tick.
+    pub async fn after_write(&mut self) {
+        if let Some(tick) = &self.tick {
+            tick.next().await;
+            self.ticked = true;
+        }
+    }
+}
+
 fn set_send_buffer(stream: &TcpStream, bytes: libc::c_int) {
     // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
     let rc = unsafe {

@@ -22,6 +22,7 @@ use crate::media::{Packet, PacketKind};
 use crate::rtmp::chunk::Message;
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
 
+use super::player::MergePacer;
 use super::ShardState;
 
 /// Handshake plus everything up to publish/play must finish within this time (livego had no
@@ -400,7 +401,9 @@ async fn player_writer(
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
     let mut started = false;
     let mut waiting_since = Some(Instant::now());
+    let mut pacer = MergePacer::new(st);
     loop {
+        let had_items = !queue.borrow().is_empty() || !control.borrow().is_empty();
         let woke = ready(queue, || !control.borrow().is_empty());
         match waiting_since {
             Some(since) => {
@@ -428,6 +431,7 @@ async fn player_writer(
             }
             None => woke.await,
         }
+        pacer.before_batch(had_items).await;
         if let Some(reason) = queue.borrow().closed() {
             return Err(format!("player closed: {reason:?}"));
         }
@@ -473,6 +477,7 @@ async fn player_writer(
             Ok(_) => {
                 counters.add_wire(batch_bytes);
                 counters.dropped_packets.set(queue.borrow().dropped_packets);
+                pacer.after_write().await;
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err("write timeout: player stuck".into())

@@ -1,0 +1,115 @@
+//! A shard-wide clock: every task waiting on it wakes at the same instant.
+//!
+//! Used to merge writes: a player that waits for the next tick before sending takes everything
+//! queued since its last write in one `sendmsg`, and all players of the shard wake together, so
+//! a thousand players cost one timer per tick instead of one per player per write.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+pub struct SharedTick {
+    interval: Duration,
+    /// Ticks so far; a waiter is done once this moved past the value it saw first.
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+    running: Cell<bool>,
+}
+
+impl SharedTick {
+    pub fn new(interval: Duration) -> Rc<Self> {
+        Rc::new(Self {
+            interval,
+            generation: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+            running: Cell::new(false),
+        })
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Resolves at the shard's next tick (at most `interval` from now).
+    pub async fn next(self: &Rc<Self>) {
+        let seen = self.generation.get();
+        let mut registered = false;
+        poll_fn(|cx| {
+            if self.generation.get() != seen {
+                return Poll::Ready(());
+            }
+            if !registered {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                registered = true;
+            }
+            if !self.running.replace(true) {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.run().await }).detach();
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn run(self: Rc<Self>) {
+        loop {
+            glommio::timer::Timer::new(self.interval).await;
+            self.generation.set(self.generation.get().wrapping_add(1));
+            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+            if waiters.is_empty() {
+                // Nobody waits: stop ticking until somebody does.
+                self.running.set(false);
+                return;
+            }
+            for w in waiters {
+                w.wake();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn waiters_wake_together_and_the_clock_stops_when_idle() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 << 10)
+            .make()
+            .unwrap()
+            .run(async {
+                let tick = SharedTick::new(Duration::from_millis(20));
+                let woke = Rc::new(RefCell::new(Vec::new()));
+                let mut tasks = Vec::new();
+                let start = Instant::now();
+                for i in 0..10 {
+                    let tick = tick.clone();
+                    let woke = woke.clone();
+                    tasks.push(glommio::spawn_local(async move {
+                        tick.next().await;
+                        woke.borrow_mut().push((i, start.elapsed()));
+                    }));
+                }
+                for t in tasks {
+                    t.await;
+                }
+                let woke = woke.borrow();
+                assert_eq!(woke.len(), 10);
+                let first = woke.iter().map(|w| w.1).min().unwrap();
+                let last = woke.iter().map(|w| w.1).max().unwrap();
+                assert!(first >= Duration::from_millis(15), "woke early: {first:?}");
+                assert!(last - first < Duration::from_millis(10), "not together");
+                // One more interval with no waiter and the ticker stops.
+                glommio::timer::Timer::new(Duration::from_millis(60)).await;
+                assert!(!tick.running.get());
+                // ...and starts again for the next waiter.
+                let t = Instant::now();
+                tick.next().await;
+                assert!(t.elapsed() <= Duration::from_secs(1));
+            });
+    }
+}
