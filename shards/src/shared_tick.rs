@@ -97,10 +97,10 @@ mod tests {
                 for t in tasks {
                     t.await;
                 }
-                let woke = woke.borrow();
-                assert_eq!(woke.len(), 10);
-                let first = woke.iter().map(|w| w.1).min().unwrap();
-                let last = woke.iter().map(|w| w.1).max().unwrap();
+                let times: Vec<Duration> = woke.borrow().iter().map(|w| w.1).collect();
+                assert_eq!(times.len(), 10);
+                let first = *times.iter().min().unwrap();
+                let last = *times.iter().max().unwrap();
                 assert!(first >= Duration::from_millis(15), "woke early: {first:?}");
                 assert!(last - first < Duration::from_millis(10), "not together");
                 // One more interval with no waiter and the ticker stops.
