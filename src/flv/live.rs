@@ -1,7 +1,7 @@
 //! Pieces of a live FLV response that do not touch sockets: which tracks to announce in the
 //! file header, and HTTP/1.1 chunked framing around shared tag bytes.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::amf0::{self, Value};
@@ -94,7 +94,16 @@ pub fn tracks_from_metadata(payload: &[u8]) -> Option<(bool, bool)> {
 
 /// The size line of one chunk of `len` bytes. The chunk is: this line, the data buffers, CRLF.
 pub fn chunk_size_line(len: usize) -> Bytes {
-    Bytes::from(format!("{len:x}\r\n"))
+    let mut out = BytesMut::new();
+    put_chunk_size_line(&mut out, len);
+    out.freeze()
+}
+
+/// Appends `len` as a chunk-size line (hex, CRLF) to `out`.
+pub fn put_chunk_size_line(out: &mut BytesMut, len: usize) {
+    use std::fmt::Write;
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(out, "{len:x}\r\n");
 }
 
 pub const CRLF: &[u8] = b"\r\n";

@@ -104,6 +104,12 @@ pub fn base64(data: &[u8]) -> String {
 /// itself is sent after it as separate buffers, so FLV bytes are never copied.
 pub fn frame_header(opcode: u8, len: usize) -> Bytes {
     let mut out = BytesMut::with_capacity(10);
+    put_frame_header(&mut out, opcode, len);
+    out.freeze()
+}
+
+/// Appends the header of an unmasked, final server frame to `out`.
+pub fn put_frame_header(out: &mut BytesMut, opcode: u8, len: usize) {
     out.put_u8(0x80 | (opcode & 0x0f));
     if len < 126 {
         out.put_u8(len as u8);
@@ -114,7 +120,6 @@ pub fn frame_header(opcode: u8, len: usize) -> Bytes {
         out.put_u8(127);
         out.put_u64(len as u64);
     }
-    out.freeze()
 }
 
 /// A whole unmasked server frame.

@@ -23,11 +23,12 @@ use crate::engine::{
     gather_sessions, nudge, ready, CloseReason, Frame, Item, Protocol, QueueRef, Role, SessionStat,
     ShardMsg,
 };
-use crate::flv::live::{chunk_size_line, TrackProbe, CRLF, LAST_CHUNK};
+use crate::flv::live::{put_chunk_size_line, TrackProbe, CRLF, LAST_CHUNK};
 use crate::flv::{file_header, ws};
 use crate::http::{parse_head, HttpError, Limits, RequestHead, Response, Version};
 use crate::media::PacketKind;
 
+use super::player::{BATCH_CAPACITY, MAX_BATCH_FRAMES};
 use super::ShardState;
 
 /// A client must send its whole request head within this time.
@@ -36,8 +37,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// data on this shard (a mirror's snapshot) before the response ends.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PUBLISHED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Frames taken from a viewer's queue per vectored write.
-const MAX_BATCH_FRAMES: usize = 512;
+/// Bytes a viewer's framing scratch buffer is allocated with: ~300 batch heads.
+const FRAMING_SCRATCH: usize = 4096;
 const CORS_METHODS: &str = "GET, HEAD, OPTIONS";
 const ALLOW: &str = "GET, HEAD, OPTIONS";
 
@@ -346,17 +347,26 @@ enum Framing {
 
 impl Framing {
     /// Wraps a batch of body buffers in place: the framing buffers are small, the tags shared.
-    fn wrap(self, batch: &mut VecDeque<Bytes>) {
+    /// Framing heads are cut from `scratch`, one viewer's running buffer, so a batch costs no
+    /// allocation of its own.
+    fn wrap(self, batch: &mut VecDeque<Bytes>, scratch: &mut BytesMut) {
         let len: usize = batch.iter().map(Bytes::len).sum();
         if len == 0 {
             return;
         }
+        if scratch.capacity() < 32 {
+            *scratch = BytesMut::with_capacity(FRAMING_SCRATCH);
+        }
         match self {
             Framing::Chunked => {
-                batch.push_front(chunk_size_line(len));
+                put_chunk_size_line(scratch, len);
+                batch.push_front(scratch.split().freeze());
                 batch.push_back(Bytes::from_static(CRLF));
             }
-            Framing::WebSocket => batch.push_front(ws::frame_header(ws::OP_BINARY, len)),
+            Framing::WebSocket => {
+                ws::put_frame_header(scratch, ws::OP_BINARY, len);
+                batch.push_front(scratch.split().freeze());
+            }
             Framing::Plain => {}
         }
     }
@@ -505,9 +515,10 @@ async fn viewer_writer(
     control: &Rc<RefCell<VecDeque<Bytes>>>,
     counters: &crate::engine::Counters,
 ) -> ConnResult<()> {
-    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(BATCH_CAPACITY);
     // Reused across batches: no allocation per viewer per packet.
-    let mut media: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
+    let mut media: VecDeque<Bytes> = VecDeque::with_capacity(BATCH_CAPACITY);
+    let mut scratch = BytesMut::new();
     let mut body = Body {
         probe: Some(TrackProbe::new()),
         held: Vec::new(),
@@ -578,7 +589,7 @@ async fn viewer_writer(
         if ended {
             body.flush_probe(&mut media);
         }
-        framing.wrap(&mut media);
+        framing.wrap(&mut media, &mut scratch);
         // Control frames go between whole data messages, never inside one.
         batch.extend(ctl);
         batch.extend(media.drain(..));
@@ -720,16 +731,27 @@ mod tests {
             Bytes::from_static(b"0123456789abcdef"),
         ]
         .into();
-        Framing::Chunked.wrap(&mut b);
+        Framing::Chunked.wrap(&mut b, &mut BytesMut::new());
         let all: Vec<u8> = b.iter().flat_map(|x| x.iter().copied()).collect();
         assert_eq!(&all[..], b"13\r\nabc0123456789abcdef\r\n");
         let mut empty = VecDeque::new();
-        Framing::Chunked.wrap(&mut empty);
+        Framing::Chunked.wrap(&mut empty, &mut BytesMut::new());
         assert!(empty.is_empty());
         let mut w: VecDeque<Bytes> = [Bytes::from_static(b"xy")].into();
-        Framing::WebSocket.wrap(&mut w);
+        Framing::WebSocket.wrap(&mut w, &mut BytesMut::new());
         let all: Vec<u8> = w.iter().flat_map(|x| x.iter().copied()).collect();
         assert_eq!(&all[..], &[0x82, 2, b'x', b'y']);
+        // One scratch buffer serves many batches; each head stays what it was cut as.
+        let mut scratch = BytesMut::new();
+        let mut heads = Vec::new();
+        for n in [1usize, 300, 70_000] {
+            let mut c: VecDeque<Bytes> = [Bytes::from(vec![7u8; n])].into();
+            Framing::Chunked.wrap(&mut c, &mut scratch);
+            heads.push(c[0].clone());
+        }
+        assert_eq!(&heads[0][..], b"1\r\n");
+        assert_eq!(&heads[1][..], b"12c\r\n");
+        assert_eq!(&heads[2][..], b"11170\r\n");
         assert_eq!(Framing::Plain.end(), None);
         assert_eq!(Framing::Chunked.end().unwrap(), &b"0\r\n\r\n"[..]);
     }

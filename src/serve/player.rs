@@ -24,6 +24,13 @@ use super::ShardState;
 /// ~30 Mbit/s at 100 ms RTT (Linux doubles the value).
 const PLAYER_SNDBUF: libc::c_int = 192 * 1024;
 
+/// Frames taken from a player's queue per vectored write; bounds the time one writer holds the
+/// shard.
+pub(super) const MAX_BATCH_FRAMES: usize = 512;
+/// A batch's starting capacity: live flow needs a few entries and a GOP burst grows it once.
+/// Sized for MAX_BATCH_FRAMES up front, every player carried 16 KiB of mostly idle iovec space.
+pub(super) const BATCH_CAPACITY: usize = 16;
+
 pub(super) struct PlayerConn {
     pub wr: shards::WriteHalf,
     pub queue: QueueRef,

@@ -22,15 +22,13 @@ use crate::media::{Packet, PacketKind};
 use crate::rtmp::chunk::Message;
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
 
-use super::player::MergePacer;
+use super::player::{MergePacer, BATCH_CAPACITY, MAX_BATCH_FRAMES};
 use super::ShardState;
 
 /// Handshake plus everything up to publish/play must finish within this time (livego had no
 /// limit there, which let idle sockets pile up).
 const COMMAND_PHASE_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_BUF: usize = 64 * 1024;
-/// Frames taken from a player's queue per vectored write; bounds latency for the other tasks.
-const MAX_BATCH_FRAMES: usize = 512;
 
 type ConnResult<T> = Result<T, String>;
 
@@ -398,7 +396,7 @@ async fn player_writer(
     control: &Rc<RefCell<VecDeque<Bytes>>>,
     counters: &Counters,
 ) -> ConnResult<()> {
-    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(MAX_BATCH_FRAMES + 8);
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(BATCH_CAPACITY);
     let mut started = false;
     let mut waiting_since = Some(Instant::now());
     let mut pacer = MergePacer::new(st);
