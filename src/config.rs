@@ -190,7 +190,7 @@ impl Default for Config {
             flv_wait_publisher: false,
             max_message_size: 16 * 1024 * 1024,
             max_chunk_size: 16 * 1024 * 1024,
-            ingest_batch: Duration::from_millis(2),
+            ingest_batch: Duration::from_millis(5),
             ingest_batch_above: 1000,
             play_merge: Duration::ZERO,
             jwt: JwtConfig {

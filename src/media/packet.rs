@@ -40,6 +40,24 @@ const VIDEO_EX_MPEG2TS_SEQUENCE_START: u8 = 5;
 const AUDIO_FORMAT_AAC: u8 = 10;
 
 impl Packet {
+    /// A packet from a message received over RTMP (publisher or pull relay). AMF3 data messages
+    /// (type 15) carry one format byte before plain AMF0, so they become ordinary AMF0 data.
+    /// Metadata and sequence headers live as long as the stream and get their own copy: the
+    /// received payload shares its chunk decoder's input buffer (up to a whole socket read),
+    /// which it would otherwise pin for that long.
+    pub fn from_rtmp_message(type_id: u8, timestamp: u32, payload: Bytes) -> Option<Packet> {
+        let (type_id, payload) = if type_id == 15 && !payload.is_empty() {
+            (TYPE_DATA_AMF0, payload.slice(1..))
+        } else {
+            (type_id, payload)
+        };
+        let mut p = Packet::from_message(type_id, timestamp, payload)?;
+        if p.kind == PacketKind::Meta || p.sequence_header {
+            p.payload = Bytes::copy_from_slice(&p.payload);
+        }
+        Some(p)
+    }
+
     /// Builds a packet from an RTMP message, classifying it from the FLV tag header bytes.
     /// Returns `None` for message types that are not media and for empty payloads.
     pub fn from_message(type_id: u8, timestamp: u32, payload: Bytes) -> Option<Packet> {
@@ -120,6 +138,30 @@ mod tests {
 
     fn pkt(t: u8, body: &[u8]) -> Option<Packet> {
         Packet::from_message(t, 0, Bytes::copy_from_slice(body))
+    }
+
+    #[test]
+    fn rtmp_messages_amf3_data_and_long_lived_copies() {
+        // One received block holding a sequence header and an inter frame.
+        let block = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x27, 1, 0, 0, 0, 9]);
+        let inside = |p: &Packet| {
+            let r = block.as_ptr_range();
+            r.contains(&p.payload.as_ptr())
+        };
+        let seq = Packet::from_rtmp_message(9, 0, block.slice(..6)).unwrap();
+        assert!(seq.sequence_header);
+        assert_eq!(&seq.payload[..], &block[..6]);
+        assert!(!inside(&seq), "kept for the stream's life: must not pin the block");
+        let inter = Packet::from_rtmp_message(9, 40, block.slice(6..)).unwrap();
+        assert!(inside(&inter), "frames stay zero-copy");
+        // AMF3 data: the format byte goes, the AMF0 body stays.
+        let mut amf3 = vec![0u8, 0x02, 0, 10];
+        amf3.extend_from_slice(b"onMetaData");
+        let meta = Packet::from_rtmp_message(15, 0, Bytes::from(amf3)).unwrap();
+        assert_eq!(meta.kind, PacketKind::Meta);
+        assert_eq!(meta.type_id(), TYPE_DATA_AMF0);
+        assert_eq!(&meta.payload[..3], &[0x02, 0, 10]);
+        assert!(Packet::from_rtmp_message(15, 0, Bytes::new()).is_none());
     }
 
     #[test]

@@ -162,12 +162,6 @@ fn feed(session: &mut ClientSession, bytes: &[u8]) -> Result<(), String> {
     session.feed(bytes).map_err(|e| e.to_string())
 }
 
-/// RTMP message -> engine packet; AMF3 data (type 15) carries one format byte before AMF0.
 fn packet_of(msg: Message) -> Option<Packet> {
-    let (type_id, payload) = if msg.type_id == 15 && !msg.payload.is_empty() {
-        (18, msg.payload.slice(1..))
-    } else {
-        (msg.type_id, msg.payload)
-    };
-    Packet::from_message(type_id, msg.timestamp, payload)
+    Packet::from_rtmp_message(msg.type_id, msg.timestamp, msg.payload)
 }

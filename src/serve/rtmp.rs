@@ -306,15 +306,8 @@ impl PublisherReader {
     }
 }
 
-/// RTMP message -> engine packet. AMF3 data messages (type 15) carry one leading format byte
-/// before plain AMF0, so they become ordinary AMF0 data.
 fn packet_of(msg: Message) -> Option<Packet> {
-    let (type_id, payload) = if msg.type_id == 15 && !msg.payload.is_empty() {
-        (18, msg.payload.slice(1..))
-    } else {
-        (msg.type_id, msg.payload)
-    };
-    Packet::from_message(type_id, msg.timestamp, payload)
+    Packet::from_rtmp_message(msg.type_id, msg.timestamp, msg.payload)
 }
 
 async fn play(
