@@ -151,7 +151,10 @@ mod tests {
         let seq = Packet::from_rtmp_message(9, 0, block.slice(..6)).unwrap();
         assert!(seq.sequence_header);
         assert_eq!(&seq.payload[..], &block[..6]);
-        assert!(!inside(&seq), "kept for the stream's life: must not pin the block");
+        assert!(
+            !inside(&seq),
+            "kept for the stream's life: must not pin the block"
+        );
         let inter = Packet::from_rtmp_message(9, 40, block.slice(6..)).unwrap();
         assert!(inside(&inter), "frames stay zero-copy");
         // AMF3 data: the format byte goes, the AMF0 body stays.
