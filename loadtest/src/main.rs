@@ -64,6 +64,10 @@ struct Cli {
     media_dir: PathBuf,
     #[arg(long)]
     quiet: bool,
+    /// Rounds: run every server and count this many times, round after round, and report
+    /// medians (players held: the least over the rounds, stalls: the most).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
 fn main() {
@@ -102,22 +106,26 @@ fn real_main(cli: Cli) -> Result<(), String> {
     };
     let rows = match (&cli.url, cli.server.is_empty()) {
         (Some(url), true) => {
-            let mut rows = vec![];
-            for &n in &counts {
-                let mut q = p.clone();
-                q.viewers = n;
-                q.proto = if url.starts_with("http") {
-                    Proto::HttpFlv
-                } else {
-                    Proto::Rtmp
-                };
-                let t = Target::Urls {
-                    play: url.clone(),
-                    publish: cli.publish_url.clone(),
-                };
-                rows.push(run::run_once(&q, &t)?);
+            let mut rounds = vec![];
+            for _ in 0..cli.repeat {
+                let mut rows = vec![];
+                for &n in &counts {
+                    let mut q = p.clone();
+                    q.viewers = n;
+                    q.proto = if url.starts_with("http") {
+                        Proto::HttpFlv
+                    } else {
+                        Proto::Rtmp
+                    };
+                    let t = Target::Urls {
+                        play: url.clone(),
+                        publish: cli.publish_url.clone(),
+                    };
+                    rows.push(run::run_once(&q, &t)?);
+                }
+                rounds.push(rows);
             }
-            rows
+            report::combine_rounds(rounds)
         }
         (None, false) => {
             let workspace = std::env::current_dir().map_err(|e| e.to_string())?;
@@ -126,7 +134,7 @@ fn real_main(cli: Cli) -> Result<(), String> {
                 .iter()
                 .map(|s| Kind::parse(s, &workspace))
                 .collect::<Result<Vec<_>, _>>()?;
-            run::run_servers(&p, &kinds, &counts)?
+            run::run_servers(&p, &kinds, &counts, cli.repeat as usize)?
         }
         _ => return Err("give either --url or --server".into()),
     };

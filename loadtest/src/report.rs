@@ -46,6 +46,13 @@ pub struct Summary {
     /// Each data shard's share of all data-shard CPU, in shard order (empty without shards).
     pub shard_split_pct: Vec<f64>,
     pub first_problems: Vec<String>,
+    /// Which round this summary is (1-based), in the `rounds` of a `--repeat` row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round: Option<usize>,
+    /// With `--repeat N > 1`: every round's own summary; the fields above are then their
+    /// medians (players held: the least, stalls and players behind/bad/failed: the most).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<Summary>,
 }
 
 impl Summary {
@@ -131,11 +138,143 @@ pub fn add_marginal_rss(rows: &mut [Summary]) {
     }
 }
 
-/// Lines under the table: per-thread CPU of each run and the marginal RSS per player.
+/// Median of the values given, NaN left out; the mean of the two middle ones for an even count.
+pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[m]),
+        _ => Some((v[m - 1] + v[m]) / 2.0),
+    }
+}
+
+/// The same measured point: server and load shape.
+fn same_point(a: &Summary, b: &Summary) -> bool {
+    a.server == b.server
+        && a.scenario == b.scenario
+        && a.proto == b.proto
+        && a.kbit == b.kbit
+        && a.streams == b.streams
+        && a.players == b.players
+        && a.publishers == b.publishers
+}
+
+/// One row per point (server and shape) over rounds run one after the other, in the order
+/// the points first ran. Numbers are medians over the rounds that ran the point (a ramp round
+/// stops early), since one run on a small shared machine can be off by a fifth; players and
+/// publishers held are the least and stalls and players behind/bad/failed the most, so a bad
+/// round is not hidden. A single round comes back as it is.
+pub fn combine_rounds(rounds: Vec<Vec<Summary>>) -> Vec<Summary> {
+    if rounds.len() <= 1 {
+        return rounds.into_iter().flatten().collect();
+    }
+    let mut points: Vec<Vec<Summary>> = vec![];
+    for (i, round) in rounds.into_iter().enumerate() {
+        for mut s in round {
+            s.round = Some(i + 1);
+            match points.iter_mut().find(|g| same_point(&g[0], &s)) {
+                Some(g) => g.push(s),
+                None => points.push(vec![s]),
+            }
+        }
+    }
+    points.into_iter().map(combine_point).collect()
+}
+
+fn combine_point(runs: Vec<Summary>) -> Summary {
+    let med = |get: Metric| median(runs.iter().filter_map(get));
+    let med_count = |get: fn(&Summary) -> usize| {
+        median(runs.iter().map(|r| get(r) as f64)).map_or(0, |m| m.round() as usize)
+    };
+    // per-thread figures do not combine into a median; they come from the round whose
+    // CPU is the median (the lower middle one for an even count)
+    let mut with_cpu: Vec<(f64, &Summary)> = runs
+        .iter()
+        .filter_map(|r| Some((r.server_cpu_percent?, r)))
+        .collect();
+    with_cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let middle = with_cpu
+        .get(with_cpu.len().saturating_sub(1) / 2)
+        .map_or(&runs[0], |m| m.1);
+    // every round runs the same counts in the same order, so the base count agrees
+    let marginal_from = runs.iter().find_map(|r| r.marginal_from_players);
+    let mut problems: Vec<String> = vec![];
+    for r in &runs {
+        for p in &r.first_problems {
+            let p = format!("round {}: {p}", r.round.unwrap_or(0));
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        }
+    }
+    let mut s = Summary {
+        players_held: runs.iter().map(|r| r.players_held).min().unwrap_or(0),
+        publishers_held: runs.iter().map(|r| r.publishers_held).min().unwrap_or(0),
+        players_behind: runs.iter().map(|r| r.players_behind).max().unwrap_or(0),
+        players_bad: runs.iter().map(|r| r.players_bad).max().unwrap_or(0),
+        players_failed: runs.iter().map(|r| r.players_failed).max().unwrap_or(0),
+        stalls: runs.iter().map(|r| r.stalls).max().unwrap_or(0),
+        window_s: med(|r| Some(r.window_s)).unwrap_or(0.0),
+        gbit_per_s: med(|r| Some(r.gbit_per_s)).unwrap_or(0.0),
+        server_cpu_s: med(|r| r.server_cpu_s),
+        server_cpu_percent: med(|r| r.server_cpu_percent),
+        cpu_s_per_gbit: med(|r| r.cpu_s_per_gbit),
+        publishers_per_cpu_s: med(|r| r.publishers_per_cpu_s),
+        server_rss_mib: med(|r| r.server_rss_mib),
+        rss_kib_per_player: med(|r| r.rss_kib_per_player),
+        rss_kib_per_player_marginal: median(
+            runs.iter()
+                .filter(|r| r.marginal_from_players == marginal_from)
+                .filter_map(|r| r.rss_kib_per_player_marginal),
+        ),
+        marginal_from_players: marginal_from,
+        ttff_ms_p50: med(|r| r.ttff_ms_p50),
+        ttff_ms_p99: med(|r| r.ttff_ms_p99),
+        latency_samples: med_count(|r| r.latency_samples),
+        latency_ms_p50: med(|r| r.latency_ms_p50),
+        latency_ms_p99: med(|r| r.latency_ms_p99),
+        latency_ms_max: med(|r| r.latency_ms_max),
+        threads: middle.threads.clone(),
+        shard_split_pct: middle.shard_split_pct.clone(),
+        first_problems: problems.into_iter().take(5).collect(),
+        round: None,
+        ..middle.clone()
+    };
+    s.rounds = runs;
+    s
+}
+
+/// Lines under the table: each round's CPU of a `--repeat` row, per-thread CPU of each run
+/// and the marginal RSS per player.
 pub fn details(rows: &[Summary]) -> String {
     let mut out = String::new();
+    for r in rows.iter().filter(|r| !r.rounds.is_empty()) {
+        let per: Vec<String> = r
+            .rounds
+            .iter()
+            .map(|x| f(x.server_cpu_percent, 1))
+            .collect();
+        out += &format!(
+            "{} n={} cpu% per round: {} (median {})\n",
+            r.server,
+            r.players.max(r.publishers),
+            per.join(" "),
+            f(r.server_cpu_percent, 1)
+        );
+    }
     for r in rows.iter().filter(|r| !r.threads.is_empty()) {
-        let mut line = format!("{} n={} threads:", r.server, r.players.max(r.publishers));
+        let which = if r.rounds.is_empty() {
+            ""
+        } else {
+            " (median-CPU round)"
+        };
+        let mut line = format!(
+            "{} n={} threads{which}:",
+            r.server,
+            r.players.max(r.publishers)
+        );
         for t in &r.threads {
             // a bare name when it is unique in the row, else name/pid (nginx names its master
             // and worker alike)
@@ -525,5 +664,179 @@ mod tests {
         assert_eq!(json["threads"][1]["name"], "shard-1");
         assert_eq!(json["threads"][1]["cpu_pct"], 30.0);
         assert_eq!(json["shard_split_pct"][1], 75.0);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median([7.5]), Some(7.5));
+        assert_eq!(median([f64::NAN, 1.0, 5.0]), Some(3.0));
+        assert_eq!(median([]), None);
+    }
+
+    /// One round's fan-out of 100 players with the figures that vary.
+    fn round_row(server: &str, cpu: Option<f64>, held: usize, stalls: u64, lat: f64) -> Summary {
+        Summary {
+            server: server.into(),
+            scenario: "fanout".into(),
+            proto: "rtmp".into(),
+            kbit: 600,
+            streams: 1,
+            players: 100,
+            players_held: held,
+            publishers: 1,
+            publishers_held: 1,
+            window_s: 20.0,
+            gbit_per_s: cpu.map_or(0.06, |c| c / 1000.0),
+            server_cpu_percent: cpu,
+            server_cpu_s: cpu.map(|c| c / 5.0),
+            cpu_s_per_gbit: cpu.map(|c| c / 10.0),
+            latency_samples: 1000 + stalls as usize,
+            latency_ms_p50: Some(lat),
+            stalls,
+            threads: vec![tc("shard-0", 1, cpu.unwrap_or(0.0))],
+            shard_split_pct: vec![100.0],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn odd_rounds_take_medians_least_held_most_stalls() {
+        let mut bad = round_row("livego-rs", Some(40.0), 97, 3, 0.9);
+        bad.players_behind = 3;
+        bad.first_problems = vec!["player behind".into()];
+        let rounds = vec![
+            vec![
+                round_row("livego-rs", Some(46.1), 100, 0, 1.2),
+                round_row("nginx-rtmp", Some(80.0), 100, 0, 2.0),
+            ],
+            vec![bad, round_row("nginx-rtmp", Some(60.0), 100, 1, 3.0)],
+            vec![
+                round_row("livego-rs", Some(46.3), 100, 0, 1.0),
+                round_row("nginx-rtmp", None, 100, 0, 2.5),
+            ],
+        ];
+        let rows = combine_rounds(rounds);
+        assert_eq!(rows.len(), 2);
+        let rs = &rows[0];
+        assert_eq!(rs.server, "livego-rs");
+        assert_eq!(rs.server_cpu_percent, Some(46.1));
+        assert_eq!(rs.cpu_s_per_gbit, Some(4.61));
+        assert_eq!(rs.server_cpu_s, Some(46.1 / 5.0));
+        assert_eq!(rs.gbit_per_s, 46.1 / 1000.0);
+        assert_eq!(rs.latency_ms_p50, Some(1.0));
+        assert_eq!(rs.latency_samples, 1000);
+        assert_eq!((rs.players_held, rs.players_behind, rs.stalls), (97, 3, 3));
+        assert!(!rs.held(), "one round lost players: the point did not hold");
+        assert_eq!(rs.first_problems, ["round 2: player behind"]);
+        // per-thread figures of the round whose CPU is the median one
+        assert_eq!(rs.threads[0].cpu_pct, 46.1);
+        assert_eq!(rs.round, None);
+        let got: Vec<Option<usize>> = rs.rounds.iter().map(|r| r.round).collect();
+        assert_eq!(got, [Some(1), Some(2), Some(3)]);
+        // a round without CPU figures leaves the others' median
+        let ng = &rows[1];
+        assert_eq!(ng.server_cpu_percent, Some(70.0));
+        assert_eq!(ng.cpu_s_per_gbit, Some(7.0));
+        assert_eq!(ng.latency_ms_p50, Some(2.5));
+        assert_eq!((ng.players_held, ng.stalls), (100, 1));
+        assert!(ng.held());
+        // lower middle of the two rounds with CPU
+        assert_eq!(ng.threads[0].cpu_pct, 60.0);
+
+        let d = details(&rows);
+        assert!(
+            d.contains("livego-rs n=100 cpu% per round: 46.1 40.0 46.3 (median 46.1)\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("nginx-rtmp n=100 cpu% per round: 80.0 60.0 - (median 70.0)\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("livego-rs n=100 threads (median-CPU round): shard-0 46.1%"),
+            "{d}"
+        );
+        let r = ratios(&rows);
+        assert!(r.contains("cpu-s/Gbit 1.52x"), "{r}");
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["server_cpu_percent"], 46.1);
+        assert_eq!(json["rounds"].as_array().unwrap().len(), 3);
+        assert_eq!(json["rounds"][1]["server_cpu_percent"], 40.0);
+        assert_eq!(json["rounds"][1]["round"], 2);
+        assert!(json.get("round").is_none());
+        assert!(json["rounds"][1].get("rounds").is_none());
+    }
+
+    #[test]
+    fn even_rounds_average_the_middle_pair() {
+        let mut a = round_row("livego-rs", Some(40.0), 100, 0, 1.0);
+        let mut b = round_row("livego-rs", Some(50.0), 100, 2, 2.0);
+        a.ttff_ms_p50 = None;
+        b.ttff_ms_p50 = Some(300.0);
+        a.rss_kib_per_player_marginal = Some(20.0);
+        a.marginal_from_players = Some(10);
+        b.rss_kib_per_player_marginal = Some(30.0);
+        b.marginal_from_players = Some(10);
+        let rows = combine_rounds(vec![vec![a], vec![b]]);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r.server_cpu_percent, Some(45.0));
+        assert_eq!(r.latency_ms_p50, Some(1.5));
+        assert_eq!(r.latency_samples, 1001);
+        // only one round had a TTFF figure
+        assert_eq!(r.ttff_ms_p50, Some(300.0));
+        // nobody had an RSS figure
+        assert_eq!(r.server_rss_mib, None);
+        assert_eq!(r.rss_kib_per_player_marginal, Some(25.0));
+        assert_eq!(r.marginal_from_players, Some(10));
+        assert_eq!(r.stalls, 2);
+        assert_eq!(
+            r.threads[0].cpu_pct, 40.0,
+            "the lower middle round's threads"
+        );
+    }
+
+    #[test]
+    fn one_round_is_unchanged_and_ramp_rounds_may_differ() {
+        let rows = vec![
+            round_row("livego-rs", Some(10.0), 100, 0, 1.0),
+            round_row("nginx-rtmp", Some(20.0), 100, 0, 1.0),
+        ];
+        let once = combine_rounds(vec![rows.clone()]);
+        assert_eq!(format!("{once:?}"), format!("{rows:?}"));
+        assert!(details(&once).lines().all(|l| !l.contains("per round")));
+        let json = serde_json::to_value(&once[0]).unwrap();
+        assert!(json.get("rounds").is_none() && json.get("round").is_none());
+
+        // a ramp round stops at its first failing count: later points have fewer rounds
+        let at = |n: usize, cpu: f64, held: usize| Summary {
+            players: n,
+            ..round_row("livego-rs", Some(cpu), held, 0, 1.0)
+        };
+        let rows = combine_rounds(vec![
+            vec![at(100, 10.0, 100), at(200, 20.0, 200), at(300, 30.0, 250)],
+            vec![at(100, 12.0, 100), at(200, 22.0, 150)],
+        ]);
+        let got: Vec<(usize, usize, usize, Option<f64>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.players,
+                    r.players_held,
+                    r.rounds.len(),
+                    r.server_cpu_percent,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (100, 100, 2, Some(11.0)),
+                (200, 150, 2, Some(21.0)),
+                (300, 250, 1, Some(30.0))
+            ]
+        );
     }
 }

@@ -312,37 +312,58 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
 
 /// Every run of `counts` for each server in turn, each server started fresh and stopped
 /// before the next. Ramp raises the count until a run does not hold and stops there.
-pub fn run_servers(p: &Params, servers: &[Kind], counts: &[usize]) -> Result<Vec<Summary>, String> {
-    let mut rows = vec![];
-    for kind in servers {
-        let server = Server::start(kind.clone())?;
-        for &n in counts {
-            let mut q = p.clone();
-            match p.scenario {
-                Scenario::Ingest => q.publishers = n,
-                Scenario::Fanout | Scenario::Ramp => q.viewers = n,
-                // streams x viewers is the whole shape: one run
-                Scenario::Mixed if rows.iter().any(|r: &Summary| r.server == kind.name()) => break,
-                Scenario::Mixed => {}
-            }
-            if p.progress {
-                eprintln!(
-                    "== {} {:?} n={n} {} kbit/s",
-                    kind.name(),
-                    p.scenario,
-                    p.kbit
-                );
-            }
-            let s = run_once(&q, &Target::Server(&server))?;
-            let held = s.held();
-            rows.push(s);
-            if p.scenario == Scenario::Ramp && !held {
-                break;
+/// With `repeat` > 1 the whole list runs that many times, round after round rather than
+/// server after server, so a slow drift of the machine's speed hits every server alike; the
+/// rows are then the rounds' medians (see `report::combine_rounds`).
+pub fn run_servers(
+    p: &Params,
+    servers: &[Kind],
+    counts: &[usize],
+    repeat: usize,
+) -> Result<Vec<Summary>, String> {
+    let repeat = repeat.max(1);
+    let mut rounds = vec![];
+    for round in 1..=repeat {
+        let mut rows = vec![];
+        for kind in servers {
+            let server = Server::start(kind.clone())?;
+            for &n in counts {
+                let mut q = p.clone();
+                match p.scenario {
+                    Scenario::Ingest => q.publishers = n,
+                    Scenario::Fanout | Scenario::Ramp => q.viewers = n,
+                    // streams x viewers is the whole shape: one run
+                    Scenario::Mixed if rows.iter().any(|r: &Summary| r.server == kind.name()) => {
+                        break
+                    }
+                    Scenario::Mixed => {}
+                }
+                if p.progress {
+                    let of = if repeat > 1 {
+                        format!(" (round {round}/{repeat})")
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "== {} {:?} n={n} {} kbit/s{of}",
+                        kind.name(),
+                        p.scenario,
+                        p.kbit
+                    );
+                }
+                let s = run_once(&q, &Target::Server(&server))?;
+                let held = s.held();
+                rows.push(s);
+                if p.scenario == Scenario::Ramp && !held {
+                    break;
+                }
             }
         }
+        // within a round: the server process is the same across its counts
+        report::add_marginal_rss(&mut rows);
+        rounds.push(rows);
     }
-    report::add_marginal_rss(&mut rows);
-    Ok(rows)
+    Ok(report::combine_rounds(rounds))
 }
 
 /// Highest count per server where every player held, for ramp reports.
