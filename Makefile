@@ -32,9 +32,11 @@ bench:
 ## loadtest: release server + native publisher + PLAYERS native RTMP players (short fan-out)
 ## compare: the same scenario against livego-rs, nginx-rtmp (and LIVEGO=path), with ratios
 ## Knobs: PLAYERS=100[,1000] DURATION=20 KBIT=600 SCENARIO=fanout|ingest|mixed|ramp PROTO=rtmp|httpflv
+##        REPEAT=1 (N > 1: N interleaved rounds of every server and count, medians reported)
 PLAYERS ?= 100
 DURATION ?= 20
-export PLAYERS DURATION KBIT SCENARIO PROTO THREADS LIVEGO
+REPEAT ?= 1
+export PLAYERS DURATION KBIT SCENARIO PROTO THREADS LIVEGO REPEAT
 loadtest: build deps
 	$(CARGO) build --release -p loadtest
 	./scripts/loadtest.sh loadtest
