@@ -414,11 +414,23 @@ impl Drop for SignalMaskGuard {
 pub fn wait_for_termination_signal() -> io::Result<i32> {
     let set = termination_set();
     let _mask = SignalMaskGuard::block_termination()?;
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` and `sig` are valid for the call.
-    let rc = unsafe { libc::sigwait(&set, &mut sig) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid output buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` and `info` are valid for the call.
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // Who asked us to stop is worth a log line when a server goes away unexpectedly.
+        // SAFETY: si_pid is valid for signals sent by kill(2), which SIGINT/SIGTERM are unless
+        // they come from the terminal (then it reads 0).
+        let from = unsafe { info.si_pid() };
+        tracing::info!(signal = sig, from_pid = from, "termination signal");
+        return Ok(sig);
     }
-    Ok(sig)
 }
