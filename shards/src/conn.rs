@@ -186,29 +186,15 @@ impl WriteHalf {
     /// of bytes sent. On error, `bufs` holds exactly the unsent remainder (the front buffer may
     /// have been advanced past its sent prefix).
     pub async fn write_vectored_all(&mut self, bufs: &mut VecDeque<Bytes>) -> io::Result<usize> {
-        let fd = self.stream.as_raw_fd();
         let mut total = 0usize;
         loop {
-            while bufs.front().is_some_and(|b| b.is_empty()) {
-                bufs.pop_front();
-            }
+            total += self.send_now(bufs)?;
             if bufs.is_empty() {
                 return Ok(total);
             }
-            match sendmsg_batch(fd, bufs) {
-                Ok(n) => {
-                    advance(bufs, n);
-                    total += n;
-                    futures_lite::future::yield_now().await;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stalls += 1;
-                    let n = self.wait_writable(bufs).await?;
-                    total += n;
-                }
-                Err(e) => return Err(e),
-            }
+            // The socket is full: wait for room, then let the shard's other tasks run.
+            total += self.wait_writable(bufs).await?;
+            futures_lite::future::yield_now().await;
         }
     }
 
