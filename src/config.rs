@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// The config file read when `--config_file` is not given (livego used `livego.yaml`; the
-/// format here is TOML with the same key names).
+/// The config file read when `--config_file` is not given; when it is absent, livego's own
+/// default `livego.yaml` next to it is read instead. The format follows the extension:
+/// `.yaml`/`.yml`, `.json`, anything else TOML; the key names are livego's in all three.
 pub const DEFAULT_CONFIG_FILE: &str = "livego.toml";
 
 /// The whole server configuration, fully validated.
@@ -430,7 +431,15 @@ impl Config {
         let (path, explicit) = match (&flags.config_file, env("CONFIG_FILE")) {
             (Some(p), _) => (p.clone(), true),
             (None, Some(p)) => (p, true),
-            (None, None) => (default_path.to_string(), false),
+            (None, None) => {
+                // A livego user's existing livego.yaml keeps working without a flag.
+                let yaml = std::path::Path::new(default_path).with_extension("yaml");
+                if !std::path::Path::new(default_path).exists() && yaml.exists() {
+                    (yaml.display().to_string(), false)
+                } else {
+                    (default_path.to_string(), false)
+                }
+            }
         };
         cfg.config_file = PathBuf::from(&path);
         match std::fs::read_to_string(&path) {
@@ -481,16 +490,7 @@ impl Config {
 
     fn apply_file(&mut self, path: &str, text: &str) -> Result<(), ConfigError> {
         let err = |msg: String| ConfigError::Invalid(format!("{path}: {msg}"));
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = e.message().replace('\n', " ");
-            match line {
-                Some(line) => err(format!("line {line}: invalid TOML: {}", msg.trim())),
-                None => err(format!("invalid TOML: {}", msg.trim())),
-            }
-        })?;
+        let table = parse_file(path, text).map_err(err)?;
         // livego replaced its whole default map with the file's content: a file without
         // `server` entries configures no application.
         self.server.clear();
@@ -532,6 +532,65 @@ impl Config {
         self.set_scalar(key, &raw)
             .map_err(|e| format!("{key}: {}", e.describe()))
     }
+}
+
+/// The config file as a TOML table, whatever its format (chosen by extension, as viper did).
+fn parse_file(path: &str, text: &str) -> Result<toml::Table, String> {
+    let ext = std::path::Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let tree: serde_json::Value = match ext.as_deref() {
+        Some("yaml") | Some("yml") => serde_yaml_ng::from_str(text).map_err(|e| {
+            let msg = e.to_string().replace('\n', " ");
+            match e.location() {
+                Some(l) => format!("line {}: invalid YAML: {}", l.line(), msg.trim()),
+                None => format!("invalid YAML: {}", msg.trim()),
+            }
+        })?,
+        Some("json") => serde_json::from_str(text)
+            .map_err(|e| format!("line {}: invalid JSON: {e}", e.line()))?,
+        _ => {
+            return toml::from_str(text).map_err(|e| {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                let msg = e.message().replace('\n', " ");
+                match line {
+                    Some(line) => format!("line {line}: invalid TOML: {}", msg.trim()),
+                    None => format!("invalid TOML: {}", msg.trim()),
+                }
+            })
+        }
+    };
+    match tree {
+        // An empty YAML document (everything commented out) is an empty map.
+        serde_json::Value::Null => Ok(toml::Table::new()),
+        serde_json::Value::Object(map) => Ok(object_to_table(map)),
+        _ => Err("expected a map of keys at the top level".to_string()),
+    }
+}
+
+/// YAML/JSON tree -> TOML values; `null` (a key with nothing after it) counts as absent.
+fn object_to_table(map: serde_json::Map<String, serde_json::Value>) -> toml::Table {
+    map.into_iter()
+        .filter_map(|(k, v)| json_to_toml(v).map(|v| (k, v)))
+        .collect()
+}
+
+fn json_to_toml(v: serde_json::Value) -> Option<toml::Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Null => return None,
+        J::Bool(b) => toml::Value::Boolean(b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        J::String(s) => toml::Value::String(s),
+        J::Array(a) => toml::Value::Array(a.into_iter().filter_map(json_to_toml).collect()),
+        J::Object(m) => toml::Value::Table(object_to_table(m)),
+    })
 }
 
 /// A TOML scalar as text, so file values go through the same parser as flags and env.
@@ -774,6 +833,101 @@ mod tests {
     }
 
     const NO_FILE: &str = "/nonexistent-dir-livego/none.toml";
+
+    fn load_named(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        Config::load(&args(&["--config_file", &path.to_string_lossy()]), &no_env)
+    }
+
+    #[test]
+    fn livego_yaml_and_json_files_are_read_as_livego_wrote_them() {
+        // livego's shipped livego.yaml plus the keys its README and CHANGELOG show.
+        let yaml = r#"
+# rtmp_noauth: false
+level: debug
+gop_num: 2
+flv_archive: true
+redis_addr:
+jwt:
+  secret: s3cret
+  algorithm: HS384
+server:
+- appname: live
+  live: true
+  hls: true
+  api: true
+  flv: true
+  static_push:
+  - rtmp://127.0.0.1:1936/live
+- appname: other
+  live: false
+"#;
+        let cfg = load_named("livego.yaml", yaml).expect("yaml");
+        assert_eq!(cfg.level, "debug");
+        assert_eq!(cfg.gop_num, 2);
+        assert!(cfg.flv_archive);
+        assert_eq!(cfg.redis_addr, "", "an empty YAML value is absent");
+        assert_eq!(cfg.jwt.secret, "s3cret");
+        assert_eq!(cfg.jwt.algorithm, JwtAlgorithm::Hs384);
+        assert_eq!(cfg.server.len(), 2);
+        assert!(cfg.server[0].live && cfg.server[0].hls && cfg.server[0].flv);
+        assert_eq!(
+            cfg.server[0].static_push,
+            vec!["rtmp://127.0.0.1:1936/live"]
+        );
+        assert!(!cfg.server[1].live);
+
+        let json = r#"{"rtmp_addr": "127.0.0.1:1936", "read_timeout": 3,
+            "jwt": {"secret": "j", "algorithm": "HS256"},
+            "server": [{"appname": "live", "live": true}]}"#;
+        let cfg = load_named("livego.json", json).expect("json");
+        assert_eq!(cfg.rtmp_addr.port(), 1936);
+        assert_eq!(cfg.read_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.jwt.secret, "j");
+        assert_eq!(cfg.server[0].appname, "live");
+
+        // Everything commented out: no keys, hence (as in livego) no application.
+        let cfg = load_named("livego.yml", "# server:\n").expect("empty yaml");
+        assert!(cfg.server.is_empty());
+        assert!(cfg.warnings.iter().any(|w| w.contains("no application")));
+
+        let e = err_text(load_named(
+            "livego.yaml",
+            "server:\n- appname: live\n  live: [\n",
+        ));
+        assert!(
+            e.contains("livego.yaml") && e.contains("invalid YAML"),
+            "{e}"
+        );
+        let e = err_text(load_named("livego.yaml", "gop_num: many\n"));
+        assert!(e.contains("gop_num: invalid value 'many'"), "{e}");
+        let e = err_text(load_named("livego.json", "{\"gop_num\": 1,}"));
+        assert!(e.contains("line 1: invalid JSON"), "{e}");
+        let e = err_text(load_named("livego.yaml", "- just\n- a list\n"));
+        assert!(e.contains("expected a map"), "{e}");
+    }
+
+    #[test]
+    fn default_config_falls_back_to_livego_yaml() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml_path = dir.path().join("livego.toml");
+        std::fs::write(
+            dir.path().join("livego.yaml"),
+            "gop_num: 3\nserver:\n- appname: tv\n  live: true\n",
+        )
+        .expect("write");
+        let default = toml_path.to_string_lossy().into_owned();
+        let cfg = Config::load_with_default_path(&args(&[]), &no_env, &default).expect("load");
+        assert_eq!(cfg.gop_num, 3);
+        assert_eq!(cfg.server[0].appname, "tv");
+        assert!(cfg.config_file.ends_with("livego.yaml"));
+        // A livego.toml next to it wins.
+        std::fs::write(&toml_path, "gop_num = 4\n[[server]]\nappname = \"live\"\n").expect("write");
+        let cfg = Config::load_with_default_path(&args(&[]), &no_env, &default).expect("load");
+        assert_eq!(cfg.gop_num, 4);
+    }
 
     #[test]
     fn missing_default_file_uses_defaults_with_warning() {

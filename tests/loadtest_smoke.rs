@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use common::Server;
 use loadtest::report::Summary;
-use loadtest::run::{run_once, Params, PublisherKind, Scenario, Target};
+use loadtest::run::{run_once, run_servers, Params, PublisherKind, Scenario, Target};
+use loadtest::server::Kind;
 use loadtest::swarm::Proto;
 
 const PLAYERS: usize = 30;
 
-fn smoke(proto: Proto, play: impl Fn(&Server) -> String) -> Summary {
-    let server = Server::start(&[]);
-    let key = server.key_for("smoke");
-    let params = Params {
+fn params(proto: Proto) -> Params {
+    Params {
         scenario: Scenario::Fanout,
         proto,
         publisher: PublisherKind::Native,
@@ -30,7 +29,13 @@ fn smoke(proto: Proto, play: impl Fn(&Server) -> String) -> Summary {
         threads: 2,
         media_dir: common::target_dir().join("loadtest-media"),
         progress: false,
-    };
+    }
+}
+
+fn smoke(proto: Proto, play: impl Fn(&Server) -> String) -> Summary {
+    let server = Server::start(&[]);
+    let key = server.key_for("smoke");
+    let params = params(proto);
     let target = Target::Urls {
         play: play(&server),
         publish: Some(server.rtmp_url(&format!("live/{key}"))),
@@ -73,4 +78,19 @@ fn smoke_httpflv_fanout_every_player_continuous() {
     smoke(Proto::HttpFlv, |s| {
         format!("http://127.0.0.1:{}/live/smoke.flv", s.httpflv_port)
     });
+}
+
+/// `--server livego=PATH` starts the binary the way the Go livego is started (a `livego.yaml`
+/// and livego's flags). Our binary reads livego's config as is, so it stands in for the Go one
+/// here and the launch path is exercised end to end.
+#[test]
+fn livego_launch_path_runs_a_livego_compatible_binary() {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_livego"));
+    let rows = run_servers(&params(Proto::Rtmp), &[Kind::Livego(bin)], &[10], 1)
+        .expect("run against livego=PATH");
+    assert_eq!(rows.len(), 1);
+    let s = &rows[0];
+    assert_eq!(s.server, "livego");
+    assert_eq!(s.players_held, 10, "{:?}", s.first_problems);
+    assert!(s.server_cpu_percent.is_some(), "server CPU measured by PID");
 }
