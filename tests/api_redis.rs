@@ -18,6 +18,10 @@ struct Redis {
 
 impl Redis {
     fn start_on(port: u16) -> Redis {
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         require_tool("redis-server");
         let dir = scratch_dir();
         let proc = ProcGuard::spawn(
@@ -27,7 +31,8 @@ impl Redis {
                 .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1"])
                 .args(["--save", ""])
-                .args(["--appendonly", "no"]),
+                .args(["--appendonly", "no"])
+                .args(extra),
             &dir.path().join("redis.log"),
         );
         assert!(
@@ -52,10 +57,17 @@ impl Redis {
 
     /// `GET name` through redis-cli: what another livego would read.
     fn get(&self, name: &str) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "GET", name])
-            .output()
-            .expect("redis-cli");
+        self.get_as(None, name)
+    }
+
+    fn get_as(&self, password: Option<&str>, name: &str) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(p) = password {
+            // REDISCLI_AUTH keeps the password off the command line (and redis-cli's warning).
+            cmd.env("REDISCLI_AUTH", p);
+        }
+        let out = cmd.args(["GET", name]).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -234,4 +246,30 @@ fn signal(pid: u32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
+}
+
+/// `redis_pwd`: a Redis that requires a password is used with it; with a wrong one the API says
+/// 503 (the store is unusable) and publishing is refused, without the password in the log.
+#[test]
+fn redis_password_is_used_and_a_wrong_one_refused() {
+    const PASSWORD: &str = "s3cret-pw";
+    let redis = Redis::start_with(free_port(), &["--requirepass", PASSWORD]);
+    let s = Server::start(&[
+        "--redis_addr",
+        &redis.addr(),
+        "--redis_pwd",
+        PASSWORD,
+        "--read_timeout",
+        "60",
+    ]);
+    let key = s.key_for("movie");
+    assert_eq!(redis.get_as(Some(PASSWORD), "movie"), key);
+    drop(assert_publish(&s, &key, "NetStream.Publish.Start"));
+
+    let wrong = Server::start(&["--redis_addr", &redis.addr(), "--redis_pwd", "nope"]);
+    let (status, v) = wrong.api_json("/control/get?room=movie");
+    assert_eq!(status, 503, "{v}");
+    assert_publish(&wrong, &key, "NetStream.Publish.BadName");
+    assert!(!wrong.log().contains("nope"), "password in the log");
+    assert!(!s.log().contains(PASSWORD), "password in the log");
 }
