@@ -28,10 +28,6 @@ impl SharedTick {
         })
     }
 
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     /// Resolves at the shard's next tick (at most `interval` from now).
     pub async fn next(self: &Rc<Self>) {
         let seen = self.generation.get();

@@ -109,11 +109,6 @@ impl TickPoller {
         self.batching.get()
     }
 
-    /// Reads per second from which the poller batches.
-    pub fn batch_above(&self) -> u64 {
-        self.batch_above
-    }
-
     /// Counts one read of any registered or unregistered reader of this shard; may turn
     /// batching on (and start the ticker).
     pub fn note_read(self: &Rc<Self>) {

@@ -1,7 +1,7 @@
 //! Pieces of a live FLV response that do not touch sockets: which tracks to announce in the
 //! file header, and HTTP/1.1 chunked framing around shared tag bytes.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::amf0::{self, Value};
@@ -92,14 +92,8 @@ pub fn tracks_from_metadata(payload: &[u8]) -> Option<(bool, bool)> {
     }
 }
 
-/// The size line of one chunk of `len` bytes. The chunk is: this line, the data buffers, CRLF.
-pub fn chunk_size_line(len: usize) -> Bytes {
-    let mut out = BytesMut::new();
-    put_chunk_size_line(&mut out, len);
-    out.freeze()
-}
-
-/// Appends `len` as a chunk-size line (hex, CRLF) to `out`.
+/// Appends the size line of one chunk of `len` bytes (hex, CRLF) to `out`. The chunk is: this
+/// line, the data buffers, CRLF.
 pub fn put_chunk_size_line(out: &mut BytesMut, len: usize) {
     use std::fmt::Write;
     // Writing into a BytesMut cannot fail.
@@ -113,7 +107,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use bytes::Bytes;
 
     fn meta(props: &[(&str, Value)]) -> Bytes {
         let arr = Value::EcmaArray(
@@ -169,7 +163,9 @@ mod tests {
 
     #[test]
     fn chunk_framing() {
-        assert_eq!(&chunk_size_line(0x1a2b)[..], b"1a2b\r\n");
-        assert_eq!(&chunk_size_line(5)[..], b"5\r\n");
+        let mut out = BytesMut::new();
+        put_chunk_size_line(&mut out, 0x1a2b);
+        put_chunk_size_line(&mut out, 5);
+        assert_eq!(&out[..], b"1a2b\r\n5\r\n");
     }
 }

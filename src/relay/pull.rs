@@ -15,7 +15,6 @@ use super::resync::Backoff;
 use super::{RelaySpec, StatusHandle, Stop};
 use crate::engine::{Hub, Protocol, Role};
 use crate::media::{Packet, PacketKind};
-use crate::rtmp::chunk::Message;
 use crate::rtmp::client_session::{ClientEvent, ClientMode, ClientSession};
 
 /// A remote that sends nothing (not even a ping) for this long is dropped and reconnected.
@@ -103,7 +102,9 @@ async fn pull_once(
         while let Some(ev) = session.poll_event() {
             match ev {
                 ClientEvent::Media(msg) => {
-                    let Some(packet) = packet_of(msg) else {
+                    let Some(packet) =
+                        Packet::from_rtmp_message(msg.type_id, msg.timestamp, msg.payload)
+                    else {
                         continue;
                     };
                     slot.begin(hub, spec, status).await;
@@ -160,8 +161,4 @@ async fn pull_once(
 
 fn feed(session: &mut ClientSession, bytes: &[u8]) -> Result<(), String> {
     session.feed(bytes).map_err(|e| e.to_string())
-}
-
-fn packet_of(msg: Message) -> Option<Packet> {
-    Packet::from_rtmp_message(msg.type_id, msg.timestamp, msg.payload)
 }

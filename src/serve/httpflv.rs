@@ -600,9 +600,8 @@ async fn viewer_writer(
         if batch.is_empty() {
             continue;
         }
-        let wire: usize = batch.iter().map(Bytes::len).sum();
-        write_batch(st, wr, &mut batch).await?;
-        counters.add_wire(wire);
+        let sent = write_batch(st, wr, &mut batch).await?;
+        counters.add_wire(sent);
         counters.dropped_packets.set(queue.borrow().dropped_packets);
         batch.clear();
         if !ended {
@@ -616,9 +615,9 @@ async fn write_batch(
     st: &ShardState,
     wr: &mut shards::WriteHalf,
     batch: &mut VecDeque<Bytes>,
-) -> ConnResult<()> {
+) -> ConnResult<usize> {
     match wr.write_vectored_within(batch, st.write_timeout).await {
-        Ok(_) => Ok(()),
+        Ok(sent) => Ok(sent),
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             Err("write timeout: viewer stuck".into())
         }

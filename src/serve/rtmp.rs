@@ -19,7 +19,6 @@ use crate::engine::{
     nudge, ready, Counters, Item, Protocol, PublisherHandOff, QueueRef, Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
-use crate::rtmp::chunk::Message;
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
 
 use super::player::{MergePacer, BATCH_CAPACITY, MAX_BATCH_FRAMES};
@@ -233,7 +232,9 @@ async fn publish_loop(
         while let Some(ev) = session.poll_event() {
             match ev {
                 ServerEvent::Media(msg) => {
-                    let Some(packet) = packet_of(msg) else {
+                    let Some(packet) =
+                        Packet::from_rtmp_message(msg.type_id, msg.timestamp, msg.payload)
+                    else {
                         continue;
                     };
                     if packet.kind != PacketKind::Meta {
@@ -304,10 +305,6 @@ impl PublisherReader {
         }
         stream.read(buf).await
     }
-}
-
-fn packet_of(msg: Message) -> Option<Packet> {
-    Packet::from_rtmp_message(msg.type_id, msg.timestamp, msg.payload)
 }
 
 async fn play(
@@ -463,10 +460,9 @@ async fn player_writer(
         if batch.is_empty() {
             continue;
         }
-        let batch_bytes: usize = batch.iter().map(|b| b.len()).sum();
         match wr.write_vectored_within(&mut batch, st.write_timeout).await {
-            Ok(_) => {
-                counters.add_wire(batch_bytes);
+            Ok(sent) => {
+                counters.add_wire(sent);
                 counters.dropped_packets.set(queue.borrow().dropped_packets);
                 pacer.after_write().await;
             }
