@@ -14,7 +14,10 @@ pub use feed::Feed;
 pub use frame::{Frame, OUT_CHUNK_SIZE, PLAY_STREAM_ID};
 pub use hub::{EngineConfig, Hub, PlayerTicket};
 pub use messages::{PublisherHandOff, ShardMsg};
-pub use queue::{nudge, ready, CloseReason, Item, PlayerQueue, QueueLimits, QueueRef};
+pub use queue::{
+    nudge, ready, ready_or_direct, CloseReason, DirectWrite, Item, PlayerQueue, QueueLimits,
+    QueueRef,
+};
 pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions};
 pub use sink::{PublishInfo, SinkFactory, StreamSink};
 pub use stats::{gather_sessions, scatter};

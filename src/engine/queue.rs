@@ -1,9 +1,13 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use bytes::Bytes;
+
 use super::frame::Frame;
+use super::sessions::Counters;
 use crate::media::PacketKind;
 
 /// What a player's writer takes from its queue.
@@ -14,6 +18,21 @@ pub enum Item {
     Live,
     /// The publisher left; the player may wait for the next one.
     Unpublished,
+    /// The rest of a frame the feed began writing itself and the socket took only in part
+    /// (RTMP players only, see [`DirectWrite`]): written before anything else.
+    Unsent(Bytes),
+}
+
+/// An RTMP player's socket the feed may write to itself while the player's writer is idle: a
+/// frame then goes out from the fan-out loop in one `send`, without a queue entry and without
+/// waking the writer task (which, for a thousand players, costs as much as the send). Anything
+/// that is not a clean, complete send (a full socket, an error) falls back to the queue and the
+/// writer, which owns the error handling and the write timeout.
+pub struct DirectWrite {
+    /// The writer's half of the socket. Only used while the writer waits in
+    /// [`ready_or_direct`], which the writer does only while it holds that half.
+    pub fd: RawFd,
+    pub counters: Rc<Counters>,
 }
 
 /// Why a player's queue was closed by the engine.
@@ -58,6 +77,9 @@ pub struct PlayerQueue {
     awaiting_keyframe: bool,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
+    direct: Option<DirectWrite>,
+    /// The writer is idle in [`ready_or_direct`]: frames may go out through `direct`.
+    armed: bool,
     pub dropped_packets: u64,
 }
 
@@ -71,6 +93,8 @@ impl PlayerQueue {
             awaiting_keyframe: false,
             closed: None,
             waker: None,
+            direct: None,
+            armed: false,
             dropped_packets: 0,
         }
     }
@@ -84,6 +108,11 @@ impl PlayerQueue {
     /// Holds back audio and video (not sequence headers or metadata) until a video keyframe.
     pub fn start_at_next_keyframe(&mut self) {
         self.awaiting_keyframe = true;
+    }
+
+    /// Lets the feed write frames straight to this RTMP player's socket while its writer idles.
+    pub fn enable_direct(&mut self, direct: DirectWrite) {
+        self.direct = Some(direct);
     }
 
     pub fn push_event(&mut self, item: Item) {
@@ -114,6 +143,9 @@ impl PlayerQueue {
                 return;
             }
         }
+        if self.armed && self.items.is_empty() && self.send_direct(frame) {
+            return;
+        }
         self.bytes += frame.wire_len();
         self.items.push_back(Item::Frame(frame.clone()));
         if self.lag_ms() > self.limits.max_lag_ms {
@@ -128,6 +160,31 @@ impl PlayerQueue {
             return;
         }
         self.wake();
+    }
+
+    /// Tries to write `frame` straight to the idle player's socket. True when the frame is
+    /// taken care of (sent whole, or sent in part with the rest queued for the writer).
+    fn send_direct(&mut self, frame: &Frame) -> bool {
+        let Some(d) = &self.direct else {
+            return false;
+        };
+        let wire = frame.rtmp();
+        let n = match shards::conn::send_one(d.fd, wire) {
+            Ok(n) if n > 0 => n,
+            // Full socket or an error: the writer takes the frame from the queue and deals
+            // with either.
+            _ => return false,
+        };
+        let p = &frame.packet;
+        if p.kind != PacketKind::Meta {
+            d.counters.add_media(p.is_video(), p.payload.len());
+        }
+        d.counters.add_wire(n);
+        if n < wire.len() {
+            self.items.push_back(Item::Unsent(wire.slice(n..)));
+            self.wake();
+        }
+        true
     }
 
     /// Media time between the oldest and the newest queued frame.
@@ -185,6 +242,7 @@ impl PlayerQueue {
     }
 
     fn wake(&mut self) {
+        self.armed = false;
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -197,12 +255,30 @@ pub type QueueRef = Rc<std::cell::RefCell<PlayerQueue>>;
 /// Waits until the queue has something to take or was closed, or `extra` says to wake (the
 /// writer also has to send what the RTMP session produced).
 pub async fn ready(queue: &QueueRef, extra: impl Fn() -> bool) {
+    ready_or_direct(queue, false, extra).await
+}
+
+/// Like [`ready`], and with `allow_direct` lets the feed write frames to the socket itself (see
+/// [`DirectWrite`]; a no-op without [`PlayerQueue::enable_direct`]). The caller must have
+/// written everything it took from the queue: direct frames follow them on the wire.
+pub async fn ready_or_direct(queue: &QueueRef, allow_direct: bool, extra: impl Fn() -> bool) {
+    /// Disarms however the wait ends, including the writer's future being dropped: after
+    /// that the writer may be gone and its socket closed.
+    struct Disarm<'a>(&'a QueueRef);
+    impl Drop for Disarm<'_> {
+        fn drop(&mut self) {
+            self.0.borrow_mut().armed = false;
+        }
+    }
+    let _disarm = Disarm(queue);
     poll_fn(|cx| {
         let mut q = queue.borrow_mut();
         if !q.items.is_empty() || q.closed.is_some() || extra() {
+            q.armed = false;
             Poll::Ready(())
         } else {
             q.waker = Some(cx.waker().clone());
+            q.armed = allow_direct && q.direct.is_some();
             Poll::Pending
         }
     })
@@ -211,6 +287,7 @@ pub async fn ready(queue: &QueueRef, extra: impl Fn() -> bool) {
 
 /// Wakes a writer waiting in [`ready`] (used when the `extra` condition becomes true).
 pub fn nudge(queue: &QueueRef) {
+    // Disarms too: what the writer is woken for goes out before any further frame.
     queue.borrow_mut().wake();
 }
 
@@ -266,6 +343,109 @@ mod tests {
         assert_eq!(video, vec![150, 160]);
         assert!(got.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(q.dropped_packets >= 7);
+    }
+
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for CountWakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A queue with direct writes to one end of a socket pair, and a writer idle in
+    /// `ready_or_direct` (polled once, kept alive by the caller).
+    fn direct_queue() -> (
+        QueueRef,
+        Rc<Counters>,
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let counters = Rc::new(Counters::default());
+        let q: QueueRef = Rc::new(std::cell::RefCell::new(PlayerQueue::new(
+            QueueLimits::default(),
+        )));
+        q.borrow_mut().enable_direct(DirectWrite {
+            fd: ours.as_raw_fd(),
+            counters: counters.clone(),
+        });
+        (q, counters, ours, theirs)
+    }
+
+    fn poll_once(
+        fut: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        wakes: &std::sync::Arc<CountWakes>,
+    ) -> Poll<()> {
+        let waker = Waker::from(wakes.clone());
+        fut.poll(&mut std::task::Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn idle_writer_lets_the_feed_send_frames_itself_in_order() {
+        use std::io::Read;
+        let (q, counters, _ours, mut theirs) = direct_queue();
+        let wakes = std::sync::Arc::new(CountWakes(Default::default()));
+        let fut = std::pin::pin!(ready_or_direct(&q, true, || false));
+        let mut fut = fut;
+        assert!(poll_once(fut.as_mut(), &wakes).is_pending());
+        let (a, b) = (frame(9, 0, true), frame(8, 20, false));
+        q.borrow_mut().push_frame(&a);
+        q.borrow_mut().push_frame(&b);
+        assert!(q.borrow().is_empty(), "sent, not queued");
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let want = [a.rtmp().as_ref(), b.rtmp().as_ref()].concat();
+        let mut got = vec![0u8; want.len()];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(counters.wire_bytes.get(), want.len() as u64);
+        assert_eq!(counters.video_bytes.get(), 6);
+        assert_eq!(counters.audio_bytes.get(), 3);
+    }
+
+    #[test]
+    fn frames_queue_when_direct_is_not_allowed_or_the_wait_ended() {
+        let (q, counters, _ours, _theirs) = direct_queue();
+        let wakes = std::sync::Arc::new(CountWakes(Default::default()));
+        {
+            let mut fut = std::pin::pin!(ready_or_direct(&q, false, || false));
+            assert!(poll_once(fut.as_mut(), &wakes).is_pending());
+            q.borrow_mut().push_frame(&frame(9, 0, true));
+        }
+        assert_eq!(q.borrow().items.len(), 1, "not allowed: queued");
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        q.borrow_mut().pop();
+        {
+            let mut fut = std::pin::pin!(ready_or_direct(&q, true, || false));
+            assert!(poll_once(fut.as_mut(), &wakes).is_pending());
+        }
+        // The wait was dropped (the writer may be gone): nothing may touch the socket.
+        q.borrow_mut().push_frame(&frame(9, 40, false));
+        assert_eq!(q.borrow().items.len(), 1);
+        assert_eq!(counters.wire_bytes.get(), 0);
+    }
+
+    #[test]
+    fn full_socket_falls_back_to_the_queue_and_wakes_the_writer() {
+        let (q, counters, ours, _theirs) = direct_queue();
+        ours.set_nonblocking(true).unwrap();
+        let filler = vec![0u8; 64 * 1024];
+        for _ in 0..10_000 {
+            if std::io::Write::write(&mut &ours, &filler).is_err() {
+                break;
+            }
+        }
+        let wakes = std::sync::Arc::new(CountWakes(Default::default()));
+        let mut fut = std::pin::pin!(ready_or_direct(&q, true, || false));
+        assert!(poll_once(fut.as_mut(), &wakes).is_pending());
+        q.borrow_mut().push_frame(&frame(9, 0, true));
+        assert_eq!(q.borrow().items.len(), 1);
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(counters.wire_bytes.get(), 0);
+        // Woken, the writer finds the frame; later frames queue behind it, not beside it.
+        q.borrow_mut().push_frame(&frame(8, 10, false));
+        assert_eq!(q.borrow().items.len(), 2);
+        assert!(poll_once(fut.as_mut(), &wakes).is_ready());
     }
 
     #[test]

@@ -125,6 +125,8 @@ impl Local {
             Item::Frame(f) => {
                 self.resync.on_packet(&f.packet);
             }
+            // A relay's queue never has direct writes enabled.
+            Item::Unsent(_) => {}
         }
     }
 
@@ -304,6 +306,8 @@ async fn pump(
                         finished = true;
                         break;
                     }
+                    // A relay's queue never has direct writes enabled.
+                    Item::Unsent(_) => {}
                 }
             }
             while let Some(out) = session.borrow_mut().take_output() {

@@ -577,6 +577,8 @@ async fn viewer_writer(
                     ended = true;
                     break;
                 }
+                // Direct writes are RTMP framing, enabled for RTMP players only.
+                Item::Unsent(_) => {}
                 Item::Frame(f) => {
                     let p = &f.packet;
                     if p.kind != PacketKind::Meta {

@@ -16,7 +16,8 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready, Counters, Item, Protocol, PublisherHandOff, QueueRef, Role, ShardMsg,
+    nudge, ready_or_direct, Counters, DirectWrite, Item, Protocol, PublisherHandOff, QueueRef,
+    Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
@@ -316,6 +317,12 @@ async fn play(
 ) -> ConnResult<()> {
     let (rd, mut p) =
         super::player::join(&st, stream, &key, Protocol::Rtmp, who.url, who.peer).await?;
+    if st.play_merge.is_none() {
+        p.queue.borrow_mut().enable_direct(DirectWrite {
+            fd: p.wr.as_raw_fd(),
+            counters: p.guard.counters.clone(),
+        });
+    }
     let session = Rc::new(RefCell::new(session));
     let reader = glommio::spawn_local(player_reader(
         rd,
@@ -392,7 +399,10 @@ async fn player_writer(
     let mut pacer = MergePacer::new(st);
     loop {
         let had_items = !queue.borrow().is_empty() || !control.borrow().is_empty();
-        let woke = ready(queue, || !control.borrow().is_empty());
+        // Frames may bypass the queue only once the player plays and everything taken so far
+        // has been written (it has: a batch is sent whole before the next wait).
+        let direct = started && waiting_since.is_none();
+        let woke = ready_or_direct(queue, direct, || !control.borrow().is_empty());
         match waiting_since {
             Some(since) => {
                 let left = st.play_wait_timeout.saturating_sub(since.elapsed());
@@ -446,6 +456,7 @@ async fn player_writer(
                     take_session_output(session, &mut batch);
                     waiting_since = Some(Instant::now());
                 }
+                Item::Unsent(rest) => batch.push_back(rest),
                 Item::Frame(f) => {
                     if started {
                         let p = &f.packet;
