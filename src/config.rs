@@ -72,6 +72,10 @@ pub struct Config {
     /// Non-zero: players send at most once per this interval, everything queued in one write
     /// (fewer, larger writes for up to this much added delay); zero sends each packet at once.
     pub play_merge: Duration,
+    /// TCP_NODELAY on player sockets (RTMP, HTTP-FLV). Off by default, as in nginx-rtmp and
+    /// SRS: Nagle lets the kernel put a small message that finds unacknowledged data in flight
+    /// into the next segment, which saves a segment (and a wake-up of the receiver) per message.
+    pub play_nodelay: bool,
     pub jwt: JwtConfig,
     pub shards: ShardsConfig,
     pub server: Vec<AppConfig>,
@@ -194,6 +198,7 @@ impl Default for Config {
             ingest_batch: Duration::from_millis(5),
             ingest_batch_above: 1000,
             play_merge: Duration::ZERO,
+            play_nodelay: false,
             jwt: JwtConfig {
                 secret: String::new(),
                 algorithm: JwtAlgorithm::Hs256,
@@ -237,6 +242,7 @@ const SCALAR_KEYS: &[&str] = &[
     "ingest_batch_ms",
     "ingest_batch_above",
     "play_merge_ms",
+    "play_nodelay",
     "jwt.secret",
     "jwt.algorithm",
     "shards.count",
@@ -387,6 +393,7 @@ impl Config {
             }
             "ingest_batch_above" => self.ingest_batch_above = parse_uint(raw, 1, 10_000_000)?,
             "play_merge_ms" => self.play_merge = Duration::from_millis(parse_uint(raw, 0, 1000)?),
+            "play_nodelay" => self.play_nodelay = parse_flag_bool(raw)?,
             "jwt.secret" => self.jwt.secret = raw.to_string(),
             "jwt.algorithm" => {
                 self.jwt.algorithm = match raw.to_ascii_uppercase().as_str() {
@@ -1262,6 +1269,7 @@ max_chunk_size = 65536
 ingest_batch_ms = 5
 ingest_batch_above = 300
 play_merge_ms = 40
+play_nodelay = true
 [jwt]
 secret = "k"
 algorithm = "hs384"
@@ -1289,6 +1297,7 @@ appname = "live"
         assert_eq!(cfg.ingest_batch, Duration::from_millis(5));
         assert_eq!(cfg.ingest_batch_above, 300);
         assert_eq!(cfg.play_merge, Duration::from_millis(40));
+        assert!(cfg.play_nodelay);
         assert_eq!(cfg.jwt.secret, "k");
         assert_eq!(cfg.jwt.algorithm, JwtAlgorithm::Hs384);
         assert_eq!(cfg.shards.count, 2);

@@ -51,6 +51,8 @@ pub(super) async fn join(
     peer: Option<SocketAddr>,
 ) -> Result<(shards::ReadHalf, PlayerConn), String> {
     set_send_buffer(&stream, PLAYER_SNDBUF);
+    // The command phase ran with TCP_NODELAY (request/response); streaming follows the config.
+    let _ = stream.set_nodelay(st.play_nodelay);
     let (rd, wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
     let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
     let ticket = st.hub.play_join(key, queue.clone()).await;
