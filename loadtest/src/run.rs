@@ -213,7 +213,7 @@ pub fn run_once(p: &Params, target: &Target) -> Result<Summary, String> {
     let gbit = bytes as f64 * 8.0 / 1e9;
     let mut s = Summary {
         server: match target {
-            Target::Server(s) => s.kind.name().into(),
+            Target::Server(s) => s.kind.name(),
             Target::Urls { play, .. } => play.clone(),
         },
         scenario: format!("{:?}", p.scenario).to_lowercase(),

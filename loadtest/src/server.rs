@@ -28,11 +28,18 @@ impl Kind {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    /// The name in reports. A binary not called `livego` is named after its file as well, so
+    /// two builds compared in one run (`livego-rs=a/livego-base,livego-rs=b/livego-new`) keep
+    /// apart.
+    pub fn name(&self) -> String {
+        let labelled = |kind: &str, bin: &Path| match bin.file_name().and_then(|f| f.to_str()) {
+            Some("livego") | None => kind.to_string(),
+            Some(file) => format!("{kind}:{file}"),
+        };
         match self {
-            Kind::LivegoRs(_) => "livego-rs",
-            Kind::NginxRtmp => "nginx-rtmp",
-            Kind::Livego(_) => "livego",
+            Kind::LivegoRs(bin) => labelled("livego-rs", bin),
+            Kind::NginxRtmp => "nginx-rtmp".into(),
+            Kind::Livego(bin) => labelled("livego", bin),
         }
     }
 }
@@ -220,5 +227,23 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_given_by_path_are_told_apart_by_file_name() {
+        let ws = Path::new("/ws");
+        let name = |s: &str| Kind::parse(s, ws).unwrap().name();
+        assert_eq!(name("livego-rs"), "livego-rs");
+        assert_eq!(name("livego-rs=/tmp/a/livego"), "livego-rs");
+        assert_eq!(name("livego-rs=/tmp/livego-base"), "livego-rs:livego-base");
+        assert_eq!(name("nginx-rtmp"), "nginx-rtmp");
+        assert_eq!(name("livego=/opt/livego"), "livego");
+        assert_eq!(name("livego=/opt/livego-copyfix"), "livego:livego-copyfix");
+        assert!(Kind::parse("livego", ws).is_err());
     }
 }
