@@ -237,12 +237,23 @@ fn sendmsg_batch(fd: RawFd, bufs: &VecDeque<Bytes>) -> io::Result<usize> {
         });
         count += 1;
     }
+    // SAFETY: the first `count` iovecs are initialised and point into `Bytes` owned by `bufs`,
+    // which outlives the call.
+    unsafe { sendmsg_iov(fd, &iov[..count]) }
+}
+
+/// One nonblocking sendmsg of the buffers `iov` describes.
+///
+/// # Safety
+/// Every entry must be initialised and point to `iov_len` readable bytes for the duration of
+/// the call (the kernel only reads them).
+unsafe fn sendmsg_iov(fd: RawFd, iov: &[std::mem::MaybeUninit<libc::iovec>]) -> io::Result<usize> {
     // SAFETY: an all-zero msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr().cast();
-    msg.msg_iovlen = count as _;
-    // SAFETY: the first `count` iovecs are initialised and point into `Bytes` owned by `bufs`,
-    // which outlives the call; the kernel only reads from them.
+    // sendmsg never writes through msg_iov; the cast to *mut is what the C signature wants.
+    msg.msg_iov = iov.as_ptr().cast::<libc::iovec>().cast_mut();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: the caller guarantees the iovecs; `msg` lives across the call.
     let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -266,6 +277,33 @@ pub fn send_one(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(rc as usize)
+    }
+}
+
+/// Most pieces [`send_parts`] sends at once (a frame with its framing head and tail).
+pub const MAX_PARTS: usize = 4;
+
+/// One nonblocking send of `parts` in order (the empty ones skipped; at most [`MAX_PARTS`]):
+/// bytes taken by the kernel, `WouldBlock` when it took none.
+pub fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    debug_assert!(parts.len() <= MAX_PARTS);
+    let mut iov = [std::mem::MaybeUninit::<libc::iovec>::uninit(); MAX_PARTS];
+    let mut count = 0;
+    let mut only: &[u8] = &[];
+    for p in parts.iter().filter(|p| !p.is_empty()).take(MAX_PARTS) {
+        iov[count].write(libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        });
+        only = p;
+        count += 1;
+    }
+    match count {
+        0 => Ok(0),
+        1 => send_one(fd, only),
+        // SAFETY: the first `count` iovecs are initialised and point into `parts`, borrowed
+        // for the duration of the call.
+        _ => unsafe { sendmsg_iov(fd, &iov[..count]) },
     }
 }
 
