@@ -268,7 +268,10 @@ fn ws_send(s: &mut TcpStream, opcode: u8, payload: &[u8]) {
 }
 
 fn ws_connect(port: u16) -> TcpStream {
-    let mut ws = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    ws_handshake(TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap())
+}
+
+fn ws_handshake(mut ws: TcpStream) -> TcpStream {
     ws.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     ws.write_all(
         b"GET /live/movie.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -351,4 +354,118 @@ fn websocket_flv_and_streams_listing() {
     curl.wait_exit(PLAYER_END_TIMEOUT);
     let r = http_get(s.httpflv_port, "/streams").unwrap();
     assert_eq!(r.body, r#"{"publishers":null,"players":null}"#);
+}
+
+/// Connects with a 4 KiB receive window, set before connecting so it holds from the start: the
+/// server's writes to this viewer back up as soon as it stops reading.
+fn small_window_connect(port: u16) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Decodes an HTTP/1.1 chunked body: the data, and whether it ended with the last chunk.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return (out, false);
+        };
+        let line = std::str::from_utf8(&raw[..eol]).expect("chunk size line is text");
+        let size = usize::from_str_radix(line, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return (out, raw.starts_with(b"\r\n"));
+        }
+        if raw.len() < size + 2 {
+            return (out, false);
+        }
+        assert_eq!(&raw[size..size + 2], b"\r\n", "chunk data ends with CRLF");
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// Reads `n` bytes, stops reading for `stall` (the stream goes on: the server's socket buffer
+/// fills, its sends to us end part-way through frames and the rest queues), then reads to the
+/// end of the connection.
+fn read_with_stall(s: &mut TcpStream, n: usize, stall: Duration) -> Vec<u8> {
+    let mut got = read_n(s, n);
+    sleep(stall);
+    s.read_to_end(&mut got).expect("read to the end");
+    got
+}
+
+#[test]
+fn stalled_viewers_get_every_byte_in_their_framing() {
+    let mut s = Server::start(&[]);
+    let mut publisher = publish(&s, Media::Av);
+    wait_live(&s);
+    let source = media_tags(Media::Av);
+    // 5 s of this media is more than the server's socket buffer for a viewer holds.
+    let stall = Duration::from_secs(5);
+
+    let chunked = std::thread::spawn({
+        let port = s.httpflv_port;
+        move || {
+            let mut c = small_window_connect(port);
+            c.write_all(b"GET /live/movie.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            read_with_stall(&mut c, 20_000, stall)
+        }
+    });
+    let websocket = std::thread::spawn({
+        let port = s.httpflv_port;
+        move || {
+            let mut ws = ws_handshake(small_window_connect(port));
+            let mut body = read_with_stall(&mut ws, 20_000, stall);
+            // Re-read the frames from the raw bytes: binary frames carry the FLV body.
+            let raw = std::mem::take(&mut body);
+            let mut rest = &raw[..];
+            let mut closed = false;
+            while rest.len() >= 2 {
+                let (op, short) = (rest[0] & 0x0f, rest[1] & 0x7f);
+                let (len, head) = match short {
+                    126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+                    127 => (
+                        u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    n => (n as usize, 2),
+                };
+                assert!(rest.len() >= head + len, "truncated websocket frame");
+                match op {
+                    0x2 => body.extend_from_slice(&rest[head..head + len]),
+                    0x8 => closed = true,
+                    other => panic!("unexpected opcode {other}"),
+                }
+                rest = &rest[head + len..];
+            }
+            assert!(rest.is_empty(), "bytes after the last whole frame");
+            assert!(closed, "no close frame at the end of the stream");
+            body
+        }
+    });
+    publisher.wait_success(PUBLISH_TIMEOUT);
+
+    let raw = chunked.join().expect("chunked viewer");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    let (body, ended) = dechunk(&raw[head_end + 4..]);
+    assert!(ended, "the body ends with the last chunk");
+    let tags = flv::parse_flv(&body).unwrap_or_else(|e| panic!("chunked viewer: {e}"));
+    flv::compare_media(&source, &tags, true).unwrap_or_else(|e| panic!("chunked viewer: {e}"));
+
+    let body = websocket.join().expect("websocket viewer");
+    let tags = flv::parse_flv(&body).unwrap_or_else(|e| panic!("websocket viewer: {e}"));
+    flv::compare_media(&source, &tags, true).unwrap_or_else(|e| panic!("websocket viewer: {e}"));
+    assert!(s.is_alive());
 }

@@ -15,8 +15,8 @@ pub use frame::{Frame, OUT_CHUNK_SIZE, PLAY_STREAM_ID};
 pub use hub::{EngineConfig, Hub, PlayerTicket};
 pub use messages::{PublisherHandOff, ShardMsg};
 pub use queue::{
-    nudge, ready, ready_or_direct, CloseReason, DirectWrite, Item, PlayerQueue, QueueLimits,
-    QueueRef,
+    nudge, ready, ready_or_direct, CloseReason, DirectWire, DirectWrite, Item, PlayerQueue,
+    QueueLimits, QueueRef,
 };
 pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions};
 pub use sink::{PublishInfo, SinkFactory, StreamSink};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::frame::Frame;
 use super::sessions::Counters;
+use crate::flv::live::{BodyFraming, FrameHead};
 use crate::media::PacketKind;
 
 /// What a player's writer takes from its queue.
@@ -19,20 +20,30 @@ pub enum Item {
     /// The publisher left; the player may wait for the next one.
     Unpublished,
     /// The rest of a frame the feed began writing itself and the socket took only in part
-    /// (RTMP players only, see [`DirectWrite`]): written before anything else.
+    /// (see [`DirectWrite`]): already framed, written before anything else.
     Unsent(Bytes),
 }
 
-/// An RTMP player's socket the feed may write to itself while the player's writer is idle: a
-/// frame then goes out from the fan-out loop in one `send`, without a queue entry and without
-/// waking the writer task (which, for a thousand players, costs as much as the send). Anything
-/// that is not a clean, complete send (a full socket, an error) falls back to the queue and the
-/// writer, which owns the error handling and the write timeout.
+/// A player's socket the feed may write to itself while the player's writer is idle: a frame
+/// then goes out from the fan-out loop in one send, without a queue entry and without waking
+/// the writer task (which, for a thousand players, costs as much as the send). Anything that is
+/// not a clean, complete send (a full socket, an error) falls back to the queue and the writer,
+/// which owns the error handling and the write timeout.
 pub struct DirectWrite {
     /// The writer's half of the socket. Only used while the writer waits in
     /// [`ready_or_direct`], which the writer does only while it holds that half.
     pub fd: RawFd,
     pub counters: Rc<Counters>,
+    pub wire: DirectWire,
+}
+
+/// What a direct write sends for a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectWire {
+    /// The frame's RTMP chunks.
+    Rtmp,
+    /// The frame's FLV tag in the viewer's body framing (HTTP-FLV, WebSocket-FLV).
+    Flv(BodyFraming),
 }
 
 /// Why a player's queue was closed by the engine.
@@ -110,7 +121,7 @@ impl PlayerQueue {
         self.awaiting_keyframe = true;
     }
 
-    /// Lets the feed write frames straight to this RTMP player's socket while its writer idles.
+    /// Lets the feed write frames straight to this player's socket while its writer idles.
     pub fn enable_direct(&mut self, direct: DirectWrite) {
         self.direct = Some(direct);
     }
@@ -168,8 +179,14 @@ impl PlayerQueue {
         let Some(d) = &self.direct else {
             return false;
         };
-        let wire = frame.rtmp();
-        let n = match shards::conn::send_one(d.fd, wire) {
+        let (head, body, tail) = match d.wire {
+            DirectWire::Rtmp => (FrameHead::EMPTY, frame.rtmp(), &[][..]),
+            DirectWire::Flv(framing) => {
+                let body = frame.flv();
+                (framing.head(body.len()), body, framing.tail())
+            }
+        };
+        let n = match shards::conn::send_parts(d.fd, &[&head, body, tail]) {
             Ok(n) if n > 0 => n,
             // Full socket or an error: the writer takes the frame from the queue and deals
             // with either.
@@ -180,11 +197,35 @@ impl PlayerQueue {
             d.counters.add_media(p.is_video(), p.payload.len());
         }
         d.counters.add_wire(n);
-        if n < wire.len() {
-            self.items.push_back(Item::Unsent(wire.slice(n..)));
+        if n < head.len() + body.len() + tail.len() {
+            let body = body.clone();
+            self.queue_unsent(n, &head, body, tail);
             self.wake();
         }
         true
+    }
+
+    /// Queues what a direct write left of `head`, `body` and `tail` after its first `sent`
+    /// bytes, for the writer to send before anything else.
+    fn queue_unsent(&mut self, mut sent: usize, head: &[u8], body: Bytes, tail: &'static [u8]) {
+        if sent < head.len() {
+            // Rare (a socket with room for less than a framing head): the copy is a few bytes.
+            let rest = Bytes::copy_from_slice(&head[sent..]);
+            self.items.push_back(Item::Unsent(rest));
+            sent = 0;
+        } else {
+            sent -= head.len();
+        }
+        if sent < body.len() {
+            self.items.push_back(Item::Unsent(body.slice(sent..)));
+            sent = 0;
+        } else {
+            sent -= body.len();
+        }
+        if sent < tail.len() {
+            self.items
+                .push_back(Item::Unsent(Bytes::from_static(&tail[sent..])));
+        }
     }
 
     /// Media time between the oldest and the newest queued frame.
@@ -354,7 +395,9 @@ mod tests {
 
     /// A queue with direct writes to one end of a socket pair, and a writer idle in
     /// `ready_or_direct` (polled once, kept alive by the caller).
-    fn direct_queue() -> (
+    fn direct_queue(
+        wire: DirectWire,
+    ) -> (
         QueueRef,
         Rc<Counters>,
         std::os::unix::net::UnixStream,
@@ -369,6 +412,7 @@ mod tests {
         q.borrow_mut().enable_direct(DirectWrite {
             fd: ours.as_raw_fd(),
             counters: counters.clone(),
+            wire,
         });
         (q, counters, ours, theirs)
     }
@@ -384,7 +428,7 @@ mod tests {
     #[test]
     fn idle_writer_lets_the_feed_send_frames_itself_in_order() {
         use std::io::Read;
-        let (q, counters, _ours, mut theirs) = direct_queue();
+        let (q, counters, _ours, mut theirs) = direct_queue(DirectWire::Rtmp);
         let wakes = std::sync::Arc::new(CountWakes(Default::default()));
         let fut = std::pin::pin!(ready_or_direct(&q, true, || false));
         let mut fut = fut;
@@ -404,8 +448,60 @@ mod tests {
     }
 
     #[test]
+    fn flv_viewers_get_each_tag_in_their_framing() {
+        use std::io::Read;
+        for framing in [
+            BodyFraming::Chunked,
+            BodyFraming::WebSocket,
+            BodyFraming::Plain,
+        ] {
+            let (q, counters, _ours, mut theirs) = direct_queue(DirectWire::Flv(framing));
+            let wakes = std::sync::Arc::new(CountWakes(Default::default()));
+            let mut fut = std::pin::pin!(ready_or_direct(&q, true, || false));
+            assert!(poll_once(fut.as_mut(), &wakes).is_pending());
+            let frames = [frame(9, 0, true), frame(8, 20, false)];
+            let mut want = Vec::new();
+            for f in &frames {
+                q.borrow_mut().push_frame(f);
+                want.extend_from_slice(&framing.head(f.flv().len()));
+                want.extend_from_slice(f.flv());
+                want.extend_from_slice(framing.tail());
+            }
+            assert!(q.borrow().is_empty(), "{framing:?}: sent, not queued");
+            let mut got = vec![0u8; want.len()];
+            theirs.read_exact(&mut got).unwrap();
+            assert_eq!(got, want, "{framing:?}");
+            assert_eq!(counters.wire_bytes.get(), want.len() as u64);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever part of a framed frame a send took, the queued rest is exactly the remainder.
+        #[test]
+        fn a_partial_send_queues_exactly_the_rest(
+            head in proptest::collection::vec(proptest::num::u8::ANY, 0..18),
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            tail_len in 0usize..=2,
+            sent_pick in proptest::num::usize::ANY,
+        ) {
+            let tail = &b"\r\n"[..tail_len];
+            let whole = [&head[..], &body[..], tail].concat();
+            let sent = sent_pick % (whole.len() + 1);
+            let mut q = PlayerQueue::new(QueueLimits::default());
+            q.queue_unsent(sent, &head, Bytes::from(body.clone()), tail);
+            let mut rest = Vec::new();
+            while let Some(it) = q.pop() {
+                let Item::Unsent(b) = it else { panic!("only unsent bytes are queued") };
+                proptest::prop_assert!(!b.is_empty());
+                rest.extend_from_slice(&b);
+            }
+            proptest::prop_assert_eq!(&rest[..], &whole[sent..]);
+        }
+    }
+
+    #[test]
     fn frames_queue_when_direct_is_not_allowed_or_the_wait_ended() {
-        let (q, counters, _ours, _theirs) = direct_queue();
+        let (q, counters, _ours, _theirs) = direct_queue(DirectWire::Rtmp);
         let wakes = std::sync::Arc::new(CountWakes(Default::default()));
         {
             let mut fut = std::pin::pin!(ready_or_direct(&q, false, || false));
@@ -427,7 +523,7 @@ mod tests {
 
     #[test]
     fn full_socket_falls_back_to_the_queue_and_wakes_the_writer() {
-        let (q, counters, ours, _theirs) = direct_queue();
+        let (q, counters, ours, _theirs) = direct_queue(DirectWire::Rtmp);
         ours.set_nonblocking(true).unwrap();
         let filler = vec![0u8; 64 * 1024];
         for _ in 0..10_000 {

@@ -1,7 +1,11 @@
 //! Pieces of a live FLV response that do not touch sockets: which tracks to announce in the
-//! file header, and HTTP/1.1 chunked framing around shared tag bytes.
+//! file header, and the framing (HTTP/1.1 chunked, WebSocket, none) around shared tag bytes.
 
-use bytes::BytesMut;
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+use super::ws;
 
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::amf0::{self, Value};
@@ -92,12 +96,85 @@ pub fn tracks_from_metadata(payload: &[u8]) -> Option<(bool, bool)> {
     }
 }
 
-/// Appends the size line of one chunk of `len` bytes (hex, CRLF) to `out`. The chunk is: this
-/// line, the data buffers, CRLF.
-pub fn put_chunk_size_line(out: &mut BytesMut, len: usize) {
-    use std::fmt::Write;
-    // Writing into a BytesMut cannot fail.
-    let _ = write!(out, "{len:x}\r\n");
+/// How a live FLV body is framed on the wire. The tag bytes themselves are shared by every
+/// viewer; only a few bytes of framing before and after them are the viewer's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// HTTP/1.1 chunked: size line, data, CRLF.
+    Chunked,
+    /// HTTP/1.0: the body is delimited by the connection's end.
+    Plain,
+    /// One binary WebSocket message per piece.
+    WebSocket,
+}
+
+impl BodyFraming {
+    /// What goes before a piece of `len` body bytes.
+    pub fn head(self, len: usize) -> FrameHead {
+        let mut h = FrameHead {
+            buf: [0; FrameHead::MAX],
+            len: 0,
+        };
+        match self {
+            BodyFraming::Chunked => {
+                let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+                for (i, b) in h.buf[..digits].iter_mut().enumerate() {
+                    let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+                    *b = b"0123456789abcdef"[nibble];
+                }
+                h.buf[digits..digits + 2].copy_from_slice(CRLF);
+                h.len = digits + 2;
+            }
+            BodyFraming::WebSocket => {
+                let mut w = &mut h.buf[..];
+                ws::put_frame_header(&mut w, ws::OP_BINARY, len);
+                h.len = FrameHead::MAX - w.len();
+            }
+            BodyFraming::Plain => {}
+        }
+        h
+    }
+
+    /// What goes after a piece of body.
+    pub fn tail(self) -> &'static [u8] {
+        match self {
+            BodyFraming::Chunked => CRLF,
+            BodyFraming::WebSocket | BodyFraming::Plain => &[],
+        }
+    }
+
+    /// What ends the body (the connection's end for `Plain`).
+    pub fn end(self) -> Option<Bytes> {
+        match self {
+            BodyFraming::Chunked => Some(Bytes::from_static(LAST_CHUNK)),
+            BodyFraming::WebSocket => Some(ws::frame(ws::OP_CLOSE, &1000u16.to_be_bytes())),
+            BodyFraming::Plain => None,
+        }
+    }
+}
+
+/// The framing before one piece of body, built on the stack (no allocation per viewer per
+/// write).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameHead {
+    buf: [u8; FrameHead::MAX],
+    len: usize,
+}
+
+impl FrameHead {
+    /// A chunk size line (16 hex digits and CRLF) is the longest; a WebSocket header is 10.
+    const MAX: usize = 18;
+    pub const EMPTY: FrameHead = FrameHead {
+        buf: [0; FrameHead::MAX],
+        len: 0,
+    };
+}
+
+impl Deref for FrameHead {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 pub const CRLF: &[u8] = b"\r\n";
@@ -107,7 +184,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
+    use bytes::BytesMut;
 
     fn meta(props: &[(&str, Value)]) -> Bytes {
         let arr = Value::EcmaArray(
@@ -163,9 +240,41 @@ mod tests {
 
     #[test]
     fn chunk_framing() {
-        let mut out = BytesMut::new();
-        put_chunk_size_line(&mut out, 0x1a2b);
-        put_chunk_size_line(&mut out, 5);
-        assert_eq!(&out[..], b"1a2b\r\n5\r\n");
+        let head = |n| BodyFraming::Chunked.head(n).to_vec();
+        assert_eq!(head(0x1a2b), b"1a2b\r\n");
+        assert_eq!(head(5), b"5\r\n");
+        assert_eq!(head(0), b"0\r\n");
+        assert_eq!(head(0x10), b"10\r\n");
+        assert_eq!(head(usize::MAX), b"ffffffffffffffff\r\n");
+        assert_eq!(BodyFraming::Chunked.tail(), b"\r\n");
+        assert_eq!(&*BodyFraming::Chunked.end().unwrap(), b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn websocket_and_plain_framing() {
+        let head = |n| BodyFraming::WebSocket.head(n).to_vec();
+        assert_eq!(head(5), [0x82, 5]);
+        assert_eq!(head(300), [0x82, 126, 1, 44]);
+        assert_eq!(head(70_000), [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert!(BodyFraming::WebSocket.tail().is_empty());
+        assert_eq!(
+            &*BodyFraming::WebSocket.end().unwrap(),
+            &[0x88, 2, 0x03, 0xe8]
+        );
+        assert!(BodyFraming::Plain.head(100).is_empty());
+        assert!(BodyFraming::Plain.tail().is_empty());
+        assert_eq!(BodyFraming::Plain.end(), None);
+        assert!(FrameHead::EMPTY.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn chunk_head_is_the_hex_length(len in proptest::num::usize::ANY) {
+            let head = BodyFraming::Chunked.head(len);
+            let text = std::str::from_utf8(&head).unwrap();
+            let hex = text.strip_suffix("\r\n").unwrap();
+            proptest::prop_assert_eq!(usize::from_str_radix(hex, 16).unwrap(), len);
+            proptest::prop_assert_eq!(hex, format!("{len:x}"));
+        }
     }
 }

@@ -108,8 +108,8 @@ pub fn frame_header(opcode: u8, len: usize) -> Bytes {
     out.freeze()
 }
 
-/// Appends the header of an unmasked, final server frame to `out`.
-pub fn put_frame_header(out: &mut BytesMut, opcode: u8, len: usize) {
+/// Appends the header of an unmasked, final server frame to `out` (at most 10 bytes).
+pub fn put_frame_header(out: &mut impl BufMut, opcode: u8, len: usize) {
     out.put_u8(0x80 | (opcode & 0x0f));
     if len < 126 {
         out.put_u8(len as u8);

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +21,10 @@ use glommio::timer::Timer;
 use shards::StopSignal;
 
 use crate::engine::{
-    gather_sessions, nudge, ready, CloseReason, Frame, Item, Protocol, QueueRef, Role, SessionStat,
-    ShardMsg,
+    gather_sessions, nudge, ready_or_direct, CloseReason, DirectWire, DirectWrite, Frame, Item,
+    Protocol, QueueRef, Role, SessionStat, ShardMsg,
 };
-use crate::flv::live::{put_chunk_size_line, TrackProbe, CRLF, LAST_CHUNK};
+use crate::flv::live::{BodyFraming, TrackProbe};
 use crate::flv::{file_header, ws};
 use crate::http::{parse_head, HttpError, Limits, RequestHead, Response, Version};
 use crate::media::PacketKind;
@@ -226,7 +227,7 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
                 match ws_handshake(&head) {
                     Ok(resp) => {
                         send_response(&mut stream, &resp, false).await;
-                        let framing = Framing::WebSocket;
+                        let framing = BodyFraming::WebSocket;
                         viewer(st, stream, key, url, peer, framing, rest).await
                     }
                     Err(resp) => {
@@ -248,9 +249,9 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
                     return;
                 }
                 let framing = if chunked {
-                    Framing::Chunked
+                    BodyFraming::Chunked
                 } else {
-                    Framing::Plain
+                    BodyFraming::Plain
                 };
                 viewer(st, stream, key, url, peer, framing, rest).await
             };
@@ -337,46 +338,25 @@ fn streams_json(all: &[SessionStat]) -> String {
     )
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Framing {
-    Chunked,
-    /// HTTP/1.0: the body is delimited by the connection's end.
-    Plain,
-    WebSocket,
-}
-
-impl Framing {
-    /// Wraps a batch of body buffers in place: the framing buffers are small, the tags shared.
-    /// Framing heads are cut from `scratch`, one viewer's running buffer, so a batch costs no
-    /// allocation of its own.
-    fn wrap(self, batch: &mut VecDeque<Bytes>, scratch: &mut BytesMut) {
-        let len: usize = batch.iter().map(Bytes::len).sum();
-        if len == 0 {
-            return;
-        }
-        if scratch.capacity() < 32 {
+/// Wraps a batch of body buffers in place: the framing buffers are small, the tags shared.
+/// Framing heads are cut from `scratch`, one viewer's running buffer, so a batch costs no
+/// allocation of its own.
+fn wrap(framing: BodyFraming, batch: &mut VecDeque<Bytes>, scratch: &mut BytesMut) {
+    let len: usize = batch.iter().map(Bytes::len).sum();
+    if len == 0 {
+        return;
+    }
+    let head = framing.head(len);
+    if !head.is_empty() {
+        if scratch.capacity() < head.len() {
             *scratch = BytesMut::with_capacity(FRAMING_SCRATCH);
         }
-        match self {
-            Framing::Chunked => {
-                put_chunk_size_line(scratch, len);
-                batch.push_front(scratch.split().freeze());
-                batch.push_back(Bytes::from_static(CRLF));
-            }
-            Framing::WebSocket => {
-                ws::put_frame_header(scratch, ws::OP_BINARY, len);
-                batch.push_front(scratch.split().freeze());
-            }
-            Framing::Plain => {}
-        }
+        scratch.extend_from_slice(&head);
+        batch.push_front(scratch.split().freeze());
     }
-
-    fn end(self) -> Option<Bytes> {
-        match self {
-            Framing::Chunked => Some(Bytes::from_static(LAST_CHUNK)),
-            Framing::WebSocket => Some(ws::frame(ws::OP_CLOSE, &1000u16.to_be_bytes())),
-            Framing::Plain => None,
-        }
+    let tail = framing.tail();
+    if !tail.is_empty() {
+        batch.push_back(Bytes::from_static(tail));
     }
 }
 
@@ -386,15 +366,22 @@ async fn viewer(
     key: String,
     url: String,
     peer: Option<SocketAddr>,
-    framing: Framing,
+    framing: BodyFraming,
     rest: Bytes,
 ) -> ConnResult<()> {
-    let protocol = if framing == Framing::WebSocket {
+    let protocol = if framing == BodyFraming::WebSocket {
         Protocol::WsFlv
     } else {
         Protocol::HttpFlv
     };
     let (rd, mut p) = super::player::join(&st, stream, &key, protocol, url, peer).await?;
+    if st.play_merge.is_none() {
+        p.queue.borrow_mut().enable_direct(DirectWrite {
+            fd: p.wr.as_raw_fd(),
+            counters: p.guard.counters.clone(),
+            wire: DirectWire::Flv(framing),
+        });
+    }
     let reader = glommio::spawn_local(viewer_reader(
         rd,
         framing,
@@ -419,7 +406,7 @@ async fn viewer(
 /// WebSocket: answers pings, ends on close, rejects bad frames.
 async fn viewer_reader(
     mut rd: shards::ReadHalf,
-    framing: Framing,
+    framing: BodyFraming,
     rest: Bytes,
     queue: QueueRef,
     control: Rc<RefCell<VecDeque<Bytes>>>,
@@ -427,7 +414,7 @@ async fn viewer_reader(
     let mut buf = vec![0u8; 4096];
     let mut pending = BytesMut::from(&rest[..]);
     'read: loop {
-        if framing == Framing::WebSocket {
+        if framing == BodyFraming::WebSocket {
             loop {
                 match ws::decode_client_frame(&mut pending) {
                     Ok(None) => break,
@@ -510,7 +497,7 @@ impl Body {
 async fn viewer_writer(
     st: &Rc<ShardState>,
     wr: &mut shards::WriteHalf,
-    framing: Framing,
+    framing: BodyFraming,
     queue: &QueueRef,
     control: &Rc<RefCell<VecDeque<Bytes>>>,
     counters: &crate::engine::Counters,
@@ -533,7 +520,10 @@ async fn viewer_writer(
     let mut pacer = super::player::MergePacer::new(st);
     while !ended {
         let had_items = !queue.borrow().is_empty() || !control.borrow().is_empty();
-        let woke = ready(queue, || !control.borrow().is_empty());
+        // Frames may bypass the queue once the header is out and everything taken so far has
+        // been written (it has: a batch is sent whole before the next wait).
+        let direct = waiting_since.is_none() && body.probe.is_none();
+        let woke = ready_or_direct(queue, direct, || !control.borrow().is_empty());
         match waiting_since {
             Some(since) => {
                 let left = wait_limit.saturating_sub(since.elapsed());
@@ -577,8 +567,9 @@ async fn viewer_writer(
                     ended = true;
                     break;
                 }
-                // Direct writes are RTMP framing, enabled for RTMP players only.
-                Item::Unsent(_) => {}
+                // The rest of a direct write comes first in the queue and is already framed:
+                // it goes out before control frames and the new batch.
+                Item::Unsent(rest) => batch.push_back(rest),
                 Item::Frame(f) => {
                     let p = &f.packet;
                     if p.kind != PacketKind::Meta {
@@ -591,7 +582,7 @@ async fn viewer_writer(
         if ended {
             body.flush_probe(&mut media);
         }
-        framing.wrap(&mut media, &mut scratch);
+        wrap(framing, &mut media, &mut scratch);
         // Control frames go between whole data messages, never inside one.
         batch.extend(ctl);
         batch.extend(media.drain(..));
@@ -732,14 +723,14 @@ mod tests {
             Bytes::from_static(b"0123456789abcdef"),
         ]
         .into();
-        Framing::Chunked.wrap(&mut b, &mut BytesMut::new());
+        wrap(BodyFraming::Chunked, &mut b, &mut BytesMut::new());
         let all: Vec<u8> = b.iter().flat_map(|x| x.iter().copied()).collect();
         assert_eq!(&all[..], b"13\r\nabc0123456789abcdef\r\n");
         let mut empty = VecDeque::new();
-        Framing::Chunked.wrap(&mut empty, &mut BytesMut::new());
+        wrap(BodyFraming::Chunked, &mut empty, &mut BytesMut::new());
         assert!(empty.is_empty());
         let mut w: VecDeque<Bytes> = [Bytes::from_static(b"xy")].into();
-        Framing::WebSocket.wrap(&mut w, &mut BytesMut::new());
+        wrap(BodyFraming::WebSocket, &mut w, &mut BytesMut::new());
         let all: Vec<u8> = w.iter().flat_map(|x| x.iter().copied()).collect();
         assert_eq!(&all[..], &[0x82, 2, b'x', b'y']);
         // One scratch buffer serves many batches; each head stays what it was cut as.
@@ -747,14 +738,12 @@ mod tests {
         let mut heads = Vec::new();
         for n in [1usize, 300, 70_000] {
             let mut c: VecDeque<Bytes> = [Bytes::from(vec![7u8; n])].into();
-            Framing::Chunked.wrap(&mut c, &mut scratch);
+            wrap(BodyFraming::Chunked, &mut c, &mut scratch);
             heads.push(c[0].clone());
         }
         assert_eq!(&heads[0][..], b"1\r\n");
         assert_eq!(&heads[1][..], b"12c\r\n");
         assert_eq!(&heads[2][..], b"11170\r\n");
-        assert_eq!(Framing::Plain.end(), None);
-        assert_eq!(Framing::Chunked.end().unwrap(), &b"0\r\n\r\n"[..]);
     }
 
     #[test]

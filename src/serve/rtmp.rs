@@ -16,8 +16,8 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready_or_direct, Counters, DirectWrite, Item, Protocol, PublisherHandOff, QueueRef,
-    Role, ShardMsg,
+    nudge, ready_or_direct, Counters, DirectWire, DirectWrite, Item, Protocol, PublisherHandOff,
+    QueueRef, Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
@@ -321,6 +321,7 @@ async fn play(
         p.queue.borrow_mut().enable_direct(DirectWrite {
             fd: p.wr.as_raw_fd(),
             counters: p.guard.counters.clone(),
+            wire: DirectWire::Rtmp,
         });
     }
     let session = Rc::new(RefCell::new(session));
