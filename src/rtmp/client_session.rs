@@ -111,6 +111,9 @@ impl ClientSession {
             create_txn: 0.0,
             stream_id: None,
         };
+        if s.cfg.mode == ClientMode::Play {
+            s.decoder.receive_in_blocks();
+        }
         if let Some(o) = s.handshake.take_output() {
             s.out.extend_from_slice(&o);
         }

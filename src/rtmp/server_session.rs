@@ -495,6 +495,7 @@ impl ServerSession {
 
     pub fn accept_publish(&mut self) -> Result<(), SessionError> {
         let r = self.take_pending(State::PublishPending, "accept_publish")?;
+        self.decoder.receive_in_blocks();
         self.send(
             CONTROL_CSID,
             &control::user_control(&UserControlEvent::StreamBegin(r.stream_id)),
