@@ -50,7 +50,13 @@ fn main() -> ExitCode {
     }
     tracing::info!("shutting down");
     handle.stop();
-    match handle.join() {
+    let joined = handle.join();
+    // Recordings in progress are finished (buffered tags written, header and metadata
+    // patched), not left truncated by the exit.
+    if !livego::flv::recorder::RecorderHandle::shutdown(std::time::Duration::from_secs(10)) {
+        tracing::error!("flv recordings not finalised within 10 s of shutdown");
+    }
+    match joined {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("a shard failed: {e}");

@@ -115,3 +115,54 @@ fn unwritable_directory_keeps_the_stream_playing() {
         "one log line for the failed recording:\n{log}"
     );
 }
+
+#[test]
+fn recording_in_progress_is_finalised_when_the_server_stops() {
+    let flv_dir = scratch_dir();
+    let dir_arg = flv_dir.path().to_str().unwrap().to_string();
+    let s = Server::start(&["--flv_archive", "--flv_dir", &dir_arg]);
+    let key = s.key_for("movie");
+    let _publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
+    let files = recordings(flv_dir.path(), 1);
+    assert_eq!(files.len(), 1, "recording started: {files:?}\n{}", s.log());
+    // Mid-stream (8 s of media), the server is stopped.
+    sleep(Duration::from_secs(3));
+    assert_eq!(s.stop().code(), Some(0), "SIGTERM while recording");
+
+    let bytes = fs::read(&files[0]).unwrap();
+    let tags = flv::parse_flv(&bytes).expect("the stopped recording is whole FLV");
+    assert_eq!(&bytes[..5], b"FLV\x01\x05", "track flags patched");
+    assert_eq!(
+        meta_number(&tags[0].data, "filesize"),
+        Some(bytes.len() as f64),
+        "filesize patched"
+    );
+    let frames = |tags: &[flv::Tag], kind: u8| -> Vec<Vec<u8>> {
+        tags.iter()
+            .filter(|t| t.kind == kind && t.is_media_frame())
+            .map(|t| t.data.clone())
+            .collect()
+    };
+    let source = media_tags(Media::Av);
+    let (got, src) = (
+        frames(&tags, flv::TAG_VIDEO),
+        frames(&source, flv::TAG_VIDEO),
+    );
+    // About 3 s of the 25 fps source arrived before the stop; all of it is in the file.
+    assert!(
+        got.len() >= 40 && got.len() < src.len(),
+        "{} of {} video frames recorded",
+        got.len(),
+        src.len()
+    );
+    assert!(
+        got.iter().zip(&src).all(|(a, b)| a == b),
+        "the recording is the start of the source, byte for byte"
+    );
+    let last_ts = tags.iter().map(|t| t.timestamp).max().unwrap() as f64 / 1000.0;
+    let duration = meta_number(&tags[0].data, "duration").unwrap();
+    assert!(
+        (duration - last_ts).abs() < 0.2,
+        "duration {duration} vs last tag {last_ts}"
+    );
+}

@@ -190,11 +190,12 @@ enum Cmd {
     },
 }
 
-/// Sent on the unbounded side channel so it is never lost: how many packets the sink queued,
-/// so the thread finishes the file after exactly those.
-struct End {
-    id: u64,
-    sent: u64,
+/// Sent on the unbounded side channel so it is never lost.
+enum Side {
+    /// How many packets a sink queued, so the thread finishes its file after exactly those.
+    End { id: u64, sent: u64 },
+    /// The server is stopping: write what was queued, finish every file, then say so.
+    Stop(Sender<()>),
 }
 
 struct Recording {
@@ -210,7 +211,7 @@ struct Recording {
 #[derive(Clone)]
 pub struct RecorderHandle {
     data: Sender<Cmd>,
-    end: Sender<End>,
+    end: Sender<Side>,
 }
 
 static RECORDER: OnceLock<RecorderHandle> = OnceLock::new();
@@ -230,6 +231,20 @@ impl RecorderHandle {
                 RecorderHandle { data, end }
             })
             .clone()
+    }
+
+    /// At shutdown, after the shards stopped: writes what the recorder thread still has
+    /// queued and finishes every open recording (patched header and metadata), waiting at most
+    /// `limit`. False when that did not happen in time. A no-op when nothing was recorded.
+    pub fn shutdown(limit: std::time::Duration) -> bool {
+        let Some(h) = RECORDER.get() else {
+            return true;
+        };
+        let (done, done_rx) = crossbeam_channel::bounded(1);
+        if h.end.send(Side::Stop(done)).is_err() {
+            return true;
+        }
+        done_rx.recv_timeout(limit).is_ok()
     }
 
     /// A sink recording one publish session under `dir`.
@@ -300,7 +315,7 @@ impl StreamSink for RecordSink {
     fn on_end(&mut self) {
         if self.opened {
             self.opened = false;
-            let _ = self.handle.end.send(End {
+            let _ = self.handle.end.send(Side::End {
                 id: self.id,
                 sent: self.sent,
             });
@@ -335,58 +350,87 @@ fn open_file(dir: &Path, stem: &str) -> io::Result<(PathBuf, File)> {
     ))
 }
 
-fn recorder_thread(data: Receiver<Cmd>, end: Receiver<End>) {
+fn recorder_thread(data: Receiver<Cmd>, end: Receiver<Side>) {
     let mut recs: HashMap<u64, Recording> = HashMap::new();
-    loop {
+    let stopped = loop {
         crossbeam_channel::select! {
             recv(data) -> cmd => match cmd {
-                Ok(Cmd::Open { id, key, dir, stem }) => {
-                    let (path, file) = match open_file(&dir, &stem)
-                        .and_then(|(p, f)| Ok((p, FlvFile::new(BufWriter::with_capacity(256 * 1024, f))?)))
-                    {
-                        Ok((p, f)) => {
-                            tracing::info!(stream = %key, path = %p.display(), "flv recording start");
-                            (p, Some(f))
-                        }
-                        Err(e) => {
-                            tracing::error!(stream = %key, dir = %dir.display(), "flv recording failed: {e}");
-                            (dir.join(&stem), None)
-                        }
-                    };
-                    recs.insert(id, Recording { key, path, file, received: 0, end_after: None });
-                }
-                Ok(Cmd::Packet { id, packet }) => {
-                    if let Some(r) = recs.get_mut(&id) {
-                        r.received += 1;
-                        if let Some(f) = r.file.as_mut() {
-                            if let Err(e) = f.write_packet(&packet) {
-                                tracing::error!(stream = %r.key, path = %r.path.display(), "flv recording stopped: {e}");
-                                r.file = None;
-                            }
-                        }
-                        if r.end_after.is_some_and(|n| r.received >= n) {
-                            finish(recs.remove(&id));
-                        }
-                    }
-                }
-                Err(_) => break,
+                Ok(cmd) => on_cmd(&mut recs, cmd),
+                Err(_) => break None,
             },
             recv(end) -> msg => match msg {
-                Ok(End { id, sent }) => {
-                    if let Some(r) = recs.get_mut(&id) {
-                        if r.received >= sent {
-                            finish(recs.remove(&id));
-                        } else {
-                            r.end_after = Some(sent);
-                        }
-                    }
-                }
-                Err(_) => break,
+                Ok(Side::End { id, sent }) => on_end(&mut recs, id, sent),
+                Ok(Side::Stop(done)) => break Some(done),
+                Err(_) => break None,
             },
+        }
+    };
+    // Whatever the shards queued before they stopped is written before the files are closed.
+    for cmd in data.try_iter() {
+        on_cmd(&mut recs, cmd);
+    }
+    for msg in end.try_iter() {
+        if let Side::End { id, sent } = msg {
+            on_end(&mut recs, id, sent);
         }
     }
     for (_, r) in recs.drain() {
         finish(Some(r));
+    }
+    if let Some(done) = stopped {
+        let _ = done.send(());
+    }
+}
+
+fn on_cmd(recs: &mut HashMap<u64, Recording>, cmd: Cmd) {
+    match cmd {
+        Cmd::Open { id, key, dir, stem } => {
+            let (path, file) = match open_file(&dir, &stem)
+                .and_then(|(p, f)| Ok((p, FlvFile::new(BufWriter::with_capacity(256 * 1024, f))?)))
+            {
+                Ok((p, f)) => {
+                    tracing::info!(stream = %key, path = %p.display(), "flv recording start");
+                    (p, Some(f))
+                }
+                Err(e) => {
+                    tracing::error!(stream = %key, dir = %dir.display(), "flv recording failed: {e}");
+                    (dir.join(&stem), None)
+                }
+            };
+            recs.insert(
+                id,
+                Recording {
+                    key,
+                    path,
+                    file,
+                    received: 0,
+                    end_after: None,
+                },
+            );
+        }
+        Cmd::Packet { id, packet } => {
+            let Some(r) = recs.get_mut(&id) else { return };
+            r.received += 1;
+            if let Some(f) = r.file.as_mut() {
+                if let Err(e) = f.write_packet(&packet) {
+                    tracing::error!(stream = %r.key, path = %r.path.display(), "flv recording stopped: {e}");
+                    r.file = None;
+                }
+            }
+            if r.end_after.is_some_and(|n| r.received >= n) {
+                finish(recs.remove(&id));
+            }
+        }
+    }
+}
+
+fn on_end(recs: &mut HashMap<u64, Recording>, id: u64, sent: u64) {
+    if let Some(r) = recs.get_mut(&id) {
+        if r.received >= sent {
+            finish(recs.remove(&id));
+        } else {
+            r.end_after = Some(sent);
+        }
     }
 }
 
