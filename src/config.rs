@@ -126,6 +126,11 @@ impl JwtAlgorithm {
 pub struct ShardsConfig {
     /// Number of data shards; 0 = one per available core.
     pub count: usize,
+    /// Players accepted on another shard move to the stream's owner shard while the owner
+    /// serves fewer than this many of its players: a stream with a small audience then runs on
+    /// one core, with no mirror. Beyond it they stay where they were accepted, so a hot
+    /// stream's players are served from every core. 0 = players never move.
+    pub hot_players: usize,
 }
 
 /// Why the configuration could not be produced.
@@ -203,7 +208,10 @@ impl Default for Config {
                 secret: String::new(),
                 algorithm: JwtAlgorithm::Hs256,
             },
-            shards: ShardsConfig { count: 0 },
+            shards: ShardsConfig {
+                count: 0,
+                hot_players: 200,
+            },
             server: vec![default_app()],
             warnings: Vec::new(),
         }
@@ -246,6 +254,7 @@ const SCALAR_KEYS: &[&str] = &[
     "jwt.secret",
     "jwt.algorithm",
     "shards.count",
+    "shards.hot_players",
 ];
 
 /// Environment variable overriding `key`: viper's AutomaticEnv naming (upper case, `.` -> `_`),
@@ -404,6 +413,7 @@ impl Config {
                 }
             }
             "shards.count" => self.shards.count = parse_usize(raw, 0, 1024)?,
+            "shards.hot_players" => self.shards.hot_players = parse_usize(raw, 0, 10_000_000)?,
             _ => return Err(value_err()),
         }
         Ok(())
@@ -1275,6 +1285,7 @@ secret = "k"
 algorithm = "hs384"
 [shards]
 count = 2
+hot_players = 50
 [[server]]
 appname = "live"
 "#;
@@ -1301,6 +1312,7 @@ appname = "live"
         assert_eq!(cfg.jwt.secret, "k");
         assert_eq!(cfg.jwt.algorithm, JwtAlgorithm::Hs384);
         assert_eq!(cfg.shards.count, 2);
+        assert_eq!(cfg.shards.hot_players, 50);
     }
 
     #[test]

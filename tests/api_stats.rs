@@ -24,12 +24,6 @@ fn len(v: &Value) -> usize {
     v.as_array().map_or(0, Vec::len)
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}:\n{text}"))
-}
-
 #[test]
 fn livestat_and_metrics_reflect_rtmp_sessions() {
     let s = Server::start(&["--shards", "2"]);

@@ -1,5 +1,6 @@
 //! Several streams on `--shards 2`: owners on both shards, players spread by the kernel over
-//! both shards, every recording byte-exact.
+//! both shards and served there from mirrors (`hot_players = 0`) or moved to the owner (the
+//! default, for small audiences), every recording byte-exact.
 
 mod common;
 
@@ -27,7 +28,9 @@ fn rooms_on_both_shards() -> Vec<String> {
 fn six_streams_on_two_shards_are_exact() {
     let rooms = rooms_on_both_shards();
     assert_eq!(rooms.len(), 6);
-    let s = Server::start(&["--shards", "2", "--play_wait_timeout", "20"]);
+    // Players stay on the shard that accepted them: streams are served through mirrors.
+    let config = format!("{DEFAULT_CONFIG}[shards]\nhot_players = 0\n");
+    let s = Server::start_with_config(&config, &["--shards", "2", "--play_wait_timeout", "20"]);
     let dir = scratch_dir();
     let kinds = [Media::Av, Media::AvAlt];
     let mut players = Vec::new();
@@ -125,5 +128,69 @@ fn late_players_on_two_shards_are_exact() {
             "{}: a late player got the whole stream",
             p.label
         );
+    }
+}
+
+#[test]
+fn a_small_audience_is_served_by_the_owner_shard() {
+    let room = "movie";
+    let owner = owner_shard(room, 2);
+    let s = Server::start(&[
+        "--shards",
+        "2",
+        "--play_wait_timeout",
+        "20",
+        "--flv_wait_publisher",
+    ]);
+    let dir = scratch_dir();
+    let url = s.rtmp_url(&format!("live/{room}"));
+    let flv = format!("http://127.0.0.1:{}/live/{room}.flv", s.httpflv_port);
+    // The kernel spreads these over both shards; the ones on the other shard move to the owner.
+    let mut players: Vec<Recorder> = (0..6)
+        .map(|j| {
+            let (kind, url) = match j {
+                0 | 2 => (PlayerKind::Ffmpeg, &url),
+                1 | 3 => (PlayerKind::Rtmpdump, &url),
+                _ => (PlayerKind::Ffmpeg, &flv),
+            };
+            Recorder::start(kind, url, dir.path(), &format!("p{j}"))
+        })
+        .collect();
+    sleep(Duration::from_millis(700));
+    let key = s.key_for(room);
+    let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let (status, text) = s.api_get("/metrics");
+        assert_eq!(status, 200);
+        if metric(&text, "livego_players{protocol=\"rtmp\"}") == 4
+            && metric(&text, "livego_players{protocol=\"http-flv\"}") == 2
+            && metric(&text, "livego_publishers") == 1
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "players never all joined:\n{text}"
+        );
+        sleep(Duration::from_millis(100));
+    };
+    let on = |shard: u64| {
+        metric(
+            &text,
+            &format!("livego_shard_sessions{{shard=\"{shard}\"}}"),
+        )
+    };
+    assert_eq!(
+        on(owner),
+        7,
+        "publisher and every player on the owner:\n{text}"
+    );
+    assert_eq!(on(1 - owner), 0, "nothing left on the other shard:\n{text}");
+    publisher.wait_success(PUBLISH_TIMEOUT);
+    let source = media_tags(Media::Av);
+    for p in &mut players {
+        let m = assert_recording(p, &source, true);
+        assert_eq!(m.video_start, 0, "{}: frames missing at the start", p.label);
     }
 }

@@ -282,6 +282,15 @@ impl Hub {
         PlayerTicket { key, id }
     }
 
+    /// How many players of `key` this shard serves (from the stream itself or a mirror).
+    pub fn local_players(&self, key: &str) -> usize {
+        let inner = self.inner.borrow();
+        match inner.streams.get(key) {
+            Some(s) => s.feed.player_count(),
+            None => inner.mirrors.get(key).map_or(0, |m| m.feed.player_count()),
+        }
+    }
+
     pub async fn play_leave(&self, ticket: &PlayerTicket) {
         let owner = self.owner_of(&ticket.key);
         let unsubscribe = {
@@ -368,6 +377,8 @@ impl Hub {
             ShardMsg::KeyLookup { .. }
             | ShardMsg::KeyLookupReply(_)
             | ShardMsg::HandOff(_)
+            | ShardMsg::PlayerHandOff(_)
+            | ShardMsg::PlayerHandOffReply(_)
             | ShardMsg::CollectSessions
             | ShardMsg::Sessions(_)
             | ShardMsg::IsPublished { .. }

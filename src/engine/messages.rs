@@ -18,6 +18,11 @@ pub enum ShardMsg {
     KeyLookupReply(Result<Option<String>, String>),
     /// Accepting shard -> owner: a publisher connection, moved as a socket plus its RTMP state.
     HandOff(Box<PublisherHandOff>),
+    /// Accepting shard -> owner, a request: take this player while you serve few of the
+    /// stream's players.
+    PlayerHandOff(Box<PlayerHandOff>),
+    /// Reply to `PlayerHandOff`: `None` = taken, `Some` = handed back, serve it yourself.
+    PlayerHandOffReply(Option<Box<PlayerHandOff>>),
     /// Player shard -> owner: start sending me this stream (cache snapshot, then live packets).
     Subscribe {
         key: Arc<str>,
@@ -79,4 +84,29 @@ pub struct PublisherHandOff {
     pub peer: Option<SocketAddr>,
     /// tcUrl + "/" + name, for stats.
     pub url: String,
+}
+
+/// A player (RTMP or FLV viewer) whose protocol set-up is done, offered by the shard that
+/// accepted it to the stream's owner: while the owner serves few players of the stream, one
+/// core serves the whole stream (no mirror, no per-packet message between shards).
+pub struct PlayerHandOff {
+    pub fd: OwnedFd,
+    /// `app/room`.
+    pub key: String,
+    /// What the player asked for, for stats.
+    pub url: String,
+    pub peer: Option<SocketAddr>,
+    pub kind: PlayerKind,
+}
+
+/// The protocol state a player continues with on the owner.
+pub enum PlayerKind {
+    /// The RTMP session after `play` (its replies already written).
+    Rtmp(Box<ServerSession>),
+    /// An HTTP-FLV or WebSocket-FLV viewer after its response head, with the bytes it sent
+    /// after its request.
+    Flv {
+        framing: crate::flv::live::BodyFraming,
+        rest: bytes::Bytes,
+    },
 }

@@ -13,7 +13,7 @@ mod stats;
 pub use feed::Feed;
 pub use frame::{Frame, OUT_CHUNK_SIZE, PLAY_STREAM_ID};
 pub use hub::{EngineConfig, Hub, PlayerTicket};
-pub use messages::{PublisherHandOff, ShardMsg};
+pub use messages::{PlayerHandOff, PlayerKind, PublisherHandOff, ShardMsg};
 pub use queue::{
     nudge, ready, ready_or_direct, CloseReason, DirectWire, DirectWrite, Item, PlayerQueue,
     QueueLimits, QueueRef,

@@ -22,14 +22,14 @@ use shards::StopSignal;
 
 use crate::engine::{
     gather_sessions, nudge, ready_or_direct, CloseReason, DirectWire, DirectWrite, Frame, Item,
-    Protocol, QueueRef, Role, SessionStat, ShardMsg,
+    PlayerKind, Protocol, QueueRef, Role, SessionStat, ShardMsg,
 };
 use crate::flv::live::{BodyFraming, TrackProbe};
 use crate::flv::{file_header, ws};
 use crate::http::{parse_head, HttpError, Limits, RequestHead, Response, Version};
 use crate::media::PacketKind;
 
-use super::player::{BATCH_CAPACITY, MAX_BATCH_FRAMES};
+use super::player::{Offer, BATCH_CAPACITY, MAX_BATCH_FRAMES};
 use super::ShardState;
 
 /// A client must send its whole request head within this time.
@@ -228,7 +228,7 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
                     Ok(resp) => {
                         send_response(&mut stream, &resp, false).await;
                         let framing = BodyFraming::WebSocket;
-                        viewer(st, stream, key, url, peer, framing, rest).await
+                        viewer_here_or_on_owner(st, stream, key, url, peer, framing, rest).await
                     }
                     Err(resp) => {
                         send_response(&mut stream, &resp, true).await;
@@ -253,7 +253,7 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
                 } else {
                     BodyFraming::Plain
                 };
-                viewer(st, stream, key, url, peer, framing, rest).await
+                viewer_here_or_on_owner(st, stream, key, url, peer, framing, rest).await
             };
             if let Err(e) = result {
                 tracing::info!(peer = ?peer, "http-flv viewer closed: {e}");
@@ -360,7 +360,28 @@ fn wrap(framing: BodyFraming, batch: &mut VecDeque<Bytes>, scratch: &mut BytesMu
     }
 }
 
-async fn viewer(
+/// Serves the viewer on the stream's owner shard while it has few of the stream's players,
+/// otherwise here (see `player::offer_to_owner`).
+async fn viewer_here_or_on_owner(
+    st: Rc<ShardState>,
+    stream: TcpStream,
+    key: String,
+    url: String,
+    peer: Option<SocketAddr>,
+    framing: BodyFraming,
+    rest: Bytes,
+) -> ConnResult<()> {
+    let kind = PlayerKind::Flv { framing, rest };
+    match super::player::offer_to_owner(&st, stream, &key, &url, peer, kind).await? {
+        Offer::Taken => Ok(()),
+        Offer::Here(stream, PlayerKind::Flv { framing, rest }) => {
+            viewer(st, stream, key, url, peer, framing, rest).await
+        }
+        Offer::Here(..) => Err("hand-off: a viewer came back as another kind of player".into()),
+    }
+}
+
+pub(super) async fn viewer(
     st: Rc<ShardState>,
     stream: TcpStream,
     key: String,

@@ -149,6 +149,15 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
                 ShardMsg::CollectRelays => {
                     incoming.reply(ShardMsg::Relays(relays.list()));
                 }
+                ShardMsg::PlayerHandOff(_) => {
+                    let (_, msg, responder) = incoming.into_parts();
+                    if let ShardMsg::PlayerHandOff(offer) = msg {
+                        let back = player::on_player_offer(&st, offer);
+                        if let Some(r) = responder {
+                            r.reply(ShardMsg::PlayerHandOffReply(back));
+                        }
+                    }
+                }
                 ShardMsg::HandOff(_) => {
                     let (_, msg, _) = incoming.into_parts();
                     if let ShardMsg::HandOff(h) = msg {

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 
 use crate::engine::{
-    PlayerQueue, PlayerTicket, Protocol, QueueLimits, QueueRef, Role, SessionGuard,
+    PlayerHandOff, PlayerKind, PlayerQueue, PlayerTicket, Protocol, QueueLimits, QueueRef, Role,
+    SessionGuard, ShardMsg,
 };
 
 use super::ShardState;
@@ -38,6 +39,96 @@ pub(super) struct PlayerConn {
     pub control: Rc<RefCell<VecDeque<Bytes>>>,
     pub guard: SessionGuard,
     ticket: PlayerTicket,
+}
+
+/// What became of a player offered to its stream's owner.
+pub(super) enum Offer {
+    /// The owner serves it now.
+    Taken,
+    /// Serve it here: the connection and its state, back.
+    Here(TcpStream, PlayerKind),
+}
+
+/// Offers a player accepted on this shard to the owner of its stream (see
+/// [`PlayerHandOff`]); the owner takes it while it serves fewer than `shards.hot_players`
+/// players of the stream. Players of a stream this shard owns, and every player when moving
+/// is off, stay here without asking.
+pub(super) async fn offer_to_owner(
+    st: &ShardState,
+    stream: TcpStream,
+    key: &str,
+    url: &str,
+    peer: Option<SocketAddr>,
+    kind: PlayerKind,
+) -> Result<Offer, String> {
+    let owner = st.hub.owner_of(key);
+    if owner == st.hub.shard() || st.cfg.shards.hot_players == 0 {
+        return Ok(Offer::Here(stream, kind));
+    }
+    let fd = shards::detach(stream).map_err(|e| format!("hand-off: {e}"))?;
+    let offer = PlayerHandOff {
+        fd,
+        key: key.to_string(),
+        url: url.to_string(),
+        peer,
+        kind,
+    };
+    match st
+        .hub
+        .router()
+        .request(owner, ShardMsg::PlayerHandOff(Box::new(offer)))
+        .await
+    {
+        Ok(ShardMsg::PlayerHandOffReply(None)) => Ok(Offer::Taken),
+        Ok(ShardMsg::PlayerHandOffReply(Some(back))) => {
+            Ok(Offer::Here(shards::attach(back.fd), back.kind))
+        }
+        Ok(_) => Err("hand-off: unexpected reply".into()),
+        // The owner is gone (shutting down): the connection went with the message.
+        Err(e) => Err(format!("hand-off: owner shard unreachable: {e:?}")),
+    }
+}
+
+/// The owner's side of [`offer_to_owner`]: takes the player (and starts serving it) while it
+/// serves fewer than `shards.hot_players` players of the stream, else hands it back.
+pub(super) fn on_player_offer(
+    st: &Rc<ShardState>,
+    offer: Box<PlayerHandOff>,
+) -> Option<Box<PlayerHandOff>> {
+    if st.hub.local_players(&offer.key) >= st.cfg.shards.hot_players {
+        return Some(offer);
+    }
+    let PlayerHandOff {
+        fd,
+        key,
+        url,
+        peer,
+        kind,
+    } = *offer;
+    let stream = shards::attach(fd);
+    match kind {
+        PlayerKind::Rtmp(session) => {
+            let st = st.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = super::rtmp::play(st, stream, *session, key, url, peer).await {
+                    tracing::info!(peer = ?peer, "rtmp connection closed: {e}");
+                }
+            })
+            .detach();
+        }
+        PlayerKind::Flv { framing, rest } => {
+            let st = st.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) =
+                    super::httpflv::viewer(st, stream, key, url, peer, framing, rest).await
+                {
+                    tracing::info!(peer = ?peer, "http-flv viewer closed: {e}");
+                }
+            })
+            .detach();
+        }
+    }
+    None
 }
 
 /// Joins `key` on this shard and registers the session; returns the read half for the

@@ -16,13 +16,13 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready_or_direct, Counters, DirectWire, DirectWrite, Item, Protocol, PublisherHandOff,
-    QueueRef, Role, ShardMsg,
+    nudge, ready_or_direct, Counters, DirectWire, DirectWrite, Item, PlayerKind, Protocol,
+    PublisherHandOff, QueueRef, Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
 
-use super::player::{MergePacer, BATCH_CAPACITY, MAX_BATCH_FRAMES};
+use super::player::{MergePacer, Offer, BATCH_CAPACITY, MAX_BATCH_FRAMES};
 use super::ShardState;
 
 /// Handshake plus everything up to publish/play must finish within this time (livego had no
@@ -67,7 +67,17 @@ pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
             let who = Who { peer, url };
             start_publish(st, stream, session, app, room, who).await
         }
-        Ok(Next::Play { key, url }) => play(st, stream, session, key, Who { peer, url }).await,
+        Ok(Next::Play { key, url }) => {
+            let kind = PlayerKind::Rtmp(Box::new(session));
+            match super::player::offer_to_owner(&st, stream, &key, &url, peer, kind).await {
+                Ok(Offer::Taken) => Ok(()),
+                Ok(Offer::Here(stream, PlayerKind::Rtmp(session))) => {
+                    play(st, stream, *session, key, url, peer).await
+                }
+                Ok(Offer::Here(..)) => Err("hand-off: an RTMP player came back as another".into()),
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -308,15 +318,15 @@ impl PublisherReader {
     }
 }
 
-async fn play(
+pub(super) async fn play(
     st: Rc<ShardState>,
     stream: TcpStream,
     session: ServerSession,
     key: String,
-    who: Who,
+    url: String,
+    peer: Option<SocketAddr>,
 ) -> ConnResult<()> {
-    let (rd, mut p) =
-        super::player::join(&st, stream, &key, Protocol::Rtmp, who.url, who.peer).await?;
+    let (rd, mut p) = super::player::join(&st, stream, &key, Protocol::Rtmp, url, peer).await?;
     if st.play_merge.is_none() {
         p.queue.borrow_mut().enable_direct(DirectWrite {
             fd: p.wr.as_raw_fd(),

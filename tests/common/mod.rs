@@ -560,6 +560,13 @@ pub fn fnv1a64(s: &str) -> u64 {
     h
 }
 
+/// The value of the sample `name` (with its labels) in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}:\n{text}"))
+}
+
 /// The shard that owns `live/<room>` among `shards`.
 pub fn owner_shard(room: &str, shards: u64) -> u64 {
     fnv1a64(&format!("live/{room}")) % shards
