@@ -228,7 +228,7 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
                     Ok(resp) => {
                         send_response(&mut stream, &resp, false).await;
                         let framing = BodyFraming::WebSocket;
-                        viewer_here_or_on_owner(st, stream, key, url, peer, framing, rest).await
+                        viewer(st, stream, key, url, peer, framing, rest).await
                     }
                     Err(resp) => {
                         send_response(&mut stream, &resp, true).await;
@@ -253,7 +253,7 @@ async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
                 } else {
                     BodyFraming::Plain
                 };
-                viewer_here_or_on_owner(st, stream, key, url, peer, framing, rest).await
+                viewer(st, stream, key, url, peer, framing, rest).await
             };
             if let Err(e) = result {
                 tracing::info!(peer = ?peer, "http-flv viewer closed: {e}");
@@ -360,27 +360,6 @@ fn wrap(framing: BodyFraming, batch: &mut VecDeque<Bytes>, scratch: &mut BytesMu
     }
 }
 
-/// Serves the viewer on the stream's owner shard while it has few of the stream's players,
-/// otherwise here (see `player::offer_to_owner`).
-async fn viewer_here_or_on_owner(
-    st: Rc<ShardState>,
-    stream: TcpStream,
-    key: String,
-    url: String,
-    peer: Option<SocketAddr>,
-    framing: BodyFraming,
-    rest: Bytes,
-) -> ConnResult<()> {
-    let kind = PlayerKind::Flv { framing, rest };
-    match super::player::offer_to_owner(&st, stream, &key, &url, peer, kind).await? {
-        Offer::Taken => Ok(()),
-        Offer::Here(stream, PlayerKind::Flv { framing, rest }) => {
-            viewer(st, stream, key, url, peer, framing, rest).await
-        }
-        Offer::Here(..) => Err("hand-off: a viewer came back as another kind of player".into()),
-    }
-}
-
 pub(super) async fn viewer(
     st: Rc<ShardState>,
     stream: TcpStream,
@@ -390,6 +369,17 @@ pub(super) async fn viewer(
     framing: BodyFraming,
     rest: Bytes,
 ) -> ConnResult<()> {
+    // Served on the stream's owner shard while it has few of the stream's players (see
+    // `player::offer_to_owner`); on the owner this returns at once.
+    let kind = PlayerKind::Flv { framing, rest };
+    let (stream, framing, rest) =
+        match super::player::offer_to_owner(&st, stream, &key, &url, peer, kind).await? {
+            Offer::Taken => return Ok(()),
+            Offer::Here(stream, PlayerKind::Flv { framing, rest }) => (stream, framing, rest),
+            Offer::Here(..) => {
+                return Err("hand-off: a viewer came back as another kind of player".into())
+            }
+        };
     let protocol = if framing == BodyFraming::WebSocket {
         Protocol::WsFlv
     } else {
