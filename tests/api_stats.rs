@@ -125,6 +125,12 @@ fn livestat_and_metrics_reflect_rtmp_sessions() {
         metric(&text, "livego_keystore_errors_total{backend=\"memory\"}"),
         0
     );
+    // The lifetime counters include the open sessions.
+    let open_in = metric(&text, "livego_bytes_total{direction=\"in\"}");
+    let open_out = metric(&text, "livego_bytes_total{direction=\"out\"}");
+    assert!(open_in >= metric(&text, "livego_session_bytes{direction=\"in\"}"));
+    assert!(open_out >= metric(&text, "livego_session_bytes{direction=\"out\"}"));
+    assert!(open_out > 0);
 
     // When everyone is gone, the lists are null again.
     publisher.kill();
@@ -139,6 +145,11 @@ fn livestat_and_metrics_reflect_rtmp_sessions() {
     );
     let text = s.api_get("/metrics").1;
     assert_eq!(metric(&text, "livego_publishers"), 0);
+    assert_eq!(metric(&text, "livego_session_bytes{direction=\"out\"}"), 0);
+    // ...and keep what the ended sessions moved: counters never go down.
+    assert!(metric(&text, "livego_bytes_total{direction=\"in\"}") >= open_in);
+    assert!(metric(&text, "livego_bytes_total{direction=\"out\"}") >= open_out);
+    assert!(metric(&text, "livego_media_bytes_total{direction=\"out\"}") > 0);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::rc::Rc;
 
-use crate::engine::{Protocol, Role, SessionStat};
+use crate::engine::{Protocol, Role, SessionStat, Totals};
 use crate::http::Response;
 
 /// Content type of the text exposition format.
@@ -60,6 +60,8 @@ pub struct ControlFacts {
     pub shards_answered: usize,
     pub keystore_backend: &'static str,
     pub keystore_errors: u64,
+    /// Every data shard's totals since start (low while a shard does not answer).
+    pub totals: Totals,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -162,6 +164,42 @@ pub fn render(sessions: &[SessionStat], facts: &ControlFacts) -> String {
         out,
         "livego_session_media_bytes{{direction=\"out\"}} {media_out}"
     );
+    let t = &facts.totals;
+    family(
+        &mut out,
+        "livego_bytes_total",
+        "counter",
+        "Bytes on the wire since start, ended sessions included (in = from publishers, out = to players).",
+    );
+    let _ = writeln!(out, "livego_bytes_total{{direction=\"in\"}} {}", t.wire_in);
+    let _ = writeln!(
+        out,
+        "livego_bytes_total{{direction=\"out\"}} {}",
+        t.wire_out
+    );
+    family(
+        &mut out,
+        "livego_media_bytes_total",
+        "counter",
+        "Audio and video payload bytes since start, ended sessions included.",
+    );
+    let _ = writeln!(
+        out,
+        "livego_media_bytes_total{{direction=\"in\"}} {}",
+        t.media_in
+    );
+    let _ = writeln!(
+        out,
+        "livego_media_bytes_total{{direction=\"out\"}} {}",
+        t.media_out
+    );
+    family(
+        &mut out,
+        "livego_dropped_packets_total",
+        "counter",
+        "Packets dropped for slow players since start.",
+    );
+    let _ = writeln!(out, "livego_dropped_packets_total {}", t.dropped);
     family(
         &mut out,
         "livego_session_dropped_packets",
@@ -236,6 +274,13 @@ mod tests {
             shards_answered: 2,
             keystore_backend: "redis",
             keystore_errors: 3,
+            totals: Totals {
+                wire_in: 5000,
+                wire_out: 7000,
+                media_in: 4000,
+                media_out: 6000,
+                dropped: 9,
+            },
         }
     }
 
@@ -265,6 +310,11 @@ mod tests {
             "livego_keystore_errors_total{backend=\"redis\"} 3",
             "livego_relay_sessions{role=\"publisher\"} 1",
             "# TYPE livego_keystore_errors_total counter",
+            "# TYPE livego_bytes_total counter",
+            "livego_bytes_total{direction=\"in\"} 5000",
+            "livego_bytes_total{direction=\"out\"} 7000",
+            "livego_media_bytes_total{direction=\"out\"} 6000",
+            "livego_dropped_packets_total 9",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }

@@ -381,6 +381,8 @@ impl Hub {
             | ShardMsg::PlayerHandOffReply(_)
             | ShardMsg::CollectSessions
             | ShardMsg::Sessions(_)
+            | ShardMsg::CollectTotals
+            | ShardMsg::Totals(_)
             | ShardMsg::IsPublished { .. }
             | ShardMsg::Published(_)
             | ShardMsg::RelayStart(_)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::media::Packet;
 
-use super::sessions::SessionStat;
+use super::sessions::{SessionStat, Totals};
 use crate::rtmp::server_session::ServerSession;
 
 /// Everything that crosses shards. Stream keys travel as `Arc<str>` so a packet message costs
@@ -53,6 +53,10 @@ pub enum ShardMsg {
     CollectSessions,
     /// Reply to `CollectSessions`.
     Sessions(Vec<SessionStat>),
+    /// Control -> data shard, a request: your byte totals since start.
+    CollectTotals,
+    /// Reply to `CollectTotals`.
+    Totals(Totals),
     /// Any shard -> owner, a request: does this stream have a publisher now?
     IsPublished {
         key: Arc<str>,

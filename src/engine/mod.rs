@@ -18,6 +18,6 @@ pub use queue::{
     nudge, ready, ready_or_direct, CloseReason, DirectWire, DirectWrite, Item, PlayerQueue,
     QueueLimits, QueueRef,
 };
-pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions};
+pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions, Totals};
 pub use sink::{PublishInfo, SinkFactory, StreamSink};
-pub use stats::{gather_sessions, scatter};
+pub use stats::{gather_sessions, gather_totals, scatter};

@@ -96,12 +96,55 @@ struct Entry {
     speed: Cell<(u64, u64)>,
 }
 
+/// Byte and packet totals since start, closed sessions included (Prometheus counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Wire bytes read from publishers.
+    pub wire_in: u64,
+    /// Wire bytes written to players.
+    pub wire_out: u64,
+    /// Audio and video payload bytes from publishers.
+    pub media_in: u64,
+    /// Audio and video payload bytes to players.
+    pub media_out: u64,
+    /// Packets dropped for slow players.
+    pub dropped: u64,
+}
+
+impl Totals {
+    fn add_session(&mut self, role: Role, c: &Counters) {
+        let media = c.video_bytes.get() + c.audio_bytes.get();
+        match role {
+            Role::Publisher => {
+                self.wire_in += c.wire_bytes.get();
+                self.media_in += media;
+            }
+            Role::Player => {
+                self.wire_out += c.wire_bytes.get();
+                self.media_out += media;
+            }
+        }
+        self.dropped += c.dropped_packets.get();
+    }
+
+    /// Adds another shard's totals.
+    pub fn merge(&mut self, o: &Totals) {
+        self.wire_in += o.wire_in;
+        self.wire_out += o.wire_out;
+        self.media_in += o.media_in;
+        self.media_out += o.media_out;
+        self.dropped += o.dropped;
+    }
+}
+
 /// The sessions (publishers, players, relays) of one shard.
 #[derive(Default)]
 pub struct Sessions {
     shard: usize,
     entries: RefCell<HashMap<u64, Entry>>,
     next: Cell<u64>,
+    /// What the sessions that already ended moved.
+    retired: Cell<Totals>,
 }
 
 /// Removes its session from the registry when dropped (the connection task ended).
@@ -113,7 +156,11 @@ pub struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.sessions.entries.borrow_mut().remove(&self.id);
+        if let Some(e) = self.sessions.entries.borrow_mut().remove(&self.id) {
+            let mut t = self.sessions.retired.get();
+            t.add_session(e.role, &e.counters);
+            self.sessions.retired.set(t);
+        }
     }
 }
 
@@ -166,6 +213,15 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Totals since start: the ended sessions' plus what the open ones moved so far.
+    pub fn totals(&self) -> Totals {
+        let mut t = self.retired.get();
+        for e in self.entries.borrow().values() {
+            t.add_session(e.role, &e.counters);
+        }
+        t
     }
 
     /// A snapshot of every session, with speeds brought up to date.
@@ -231,5 +287,44 @@ mod tests {
         assert_eq!(snap[0].id & 0xff, 3);
         drop(g);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn totals_keep_what_ended_sessions_moved() {
+        let s = Sessions::new(0);
+        let key: Arc<str> = Arc::from("live/a");
+        let publisher = s.register(
+            Role::Publisher,
+            Protocol::Rtmp,
+            key.clone(),
+            String::new(),
+            None,
+        );
+        publisher.counters.add_wire(1000);
+        publisher.counters.add_media(true, 900);
+        let player = s.register(Role::Player, Protocol::Rtmp, key, String::new(), None);
+        player.counters.add_wire(500);
+        player.counters.add_media(false, 400);
+        player.counters.dropped_packets.set(2);
+        let open = s.totals();
+        assert_eq!(
+            open,
+            Totals {
+                wire_in: 1000,
+                wire_out: 500,
+                media_in: 900,
+                media_out: 400,
+                dropped: 2,
+            }
+        );
+        drop(player);
+        assert_eq!(s.totals(), open, "an ended session still counts");
+        publisher.counters.add_wire(10);
+        drop(publisher);
+        assert!(s.is_empty());
+        assert_eq!(s.totals().wire_in, 1010);
+        let mut sum = s.totals();
+        sum.merge(&open);
+        assert_eq!(sum.wire_out, 1000);
     }
 }

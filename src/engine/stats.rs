@@ -3,7 +3,7 @@ use std::time::Duration;
 use shards::Router;
 
 use super::messages::ShardMsg;
-use super::sessions::SessionStat;
+use super::sessions::{SessionStat, Totals};
 
 /// A shard that does not answer within this time is left out (and logged).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,4 +55,21 @@ pub async fn gather_sessions(
         }
     }
     (all, answered)
+}
+
+/// Every data shard's byte totals since start, summed, and how many shards answered.
+pub async fn gather_totals(router: &Router<ShardMsg>, nr_shards: usize) -> (Totals, usize) {
+    let mut sum = Totals::default();
+    let mut answered = 0;
+    for reply in scatter(router, nr_shards, || ShardMsg::CollectTotals).await {
+        match reply {
+            Some(ShardMsg::Totals(t)) => {
+                answered += 1;
+                sum.merge(&t);
+            }
+            Some(_) => tracing::warn!("stats: unexpected reply"),
+            None => {}
+        }
+    }
+    (sum, answered)
 }

@@ -173,6 +173,9 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
                 ShardMsg::CollectSessions => {
                     incoming.reply(ShardMsg::Sessions(st.hub.sessions().snapshot()));
                 }
+                ShardMsg::CollectTotals => {
+                    incoming.reply(ShardMsg::Totals(st.hub.sessions().totals()));
+                }
                 ShardMsg::IsPublished { ref key } => {
                     let published = st.hub.is_published(key);
                     incoming.reply(ShardMsg::Published(published));
@@ -341,9 +344,12 @@ fn api_router(
             let sources = sources.clone();
             async move {
                 let (sessions, answered) = crate::engine::gather_sessions(&router, nr_shards).await;
+                let (totals, totals_answered) =
+                    crate::engine::gather_totals(&router, nr_shards).await;
                 let facts = metrics::ControlFacts {
                     nr_shards,
-                    shards_answered: answered,
+                    shards_answered: answered.min(totals_answered),
+                    totals,
                     keystore_backend: store.backend_name(),
                     keystore_errors: store.error_count(),
                 };
