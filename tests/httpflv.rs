@@ -35,35 +35,6 @@ fn publish(s: &Server, m: Media) -> ProcGuard {
     ffmpeg_publish(&media(m), &s.rtmp_url(&format!("live/{key}")))
 }
 
-/// Sends `req` and reads the response head only (a streamed body has no end to wait for);
-/// returns the status line and header fields, and whatever body bytes came before EOF.
-fn raw_head(port: u16, req: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut c = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(req.as_bytes()).unwrap();
-    let mut got = Vec::new();
-    let _ = c.read_to_end(&mut got);
-    let end = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&got)));
-    let head = String::from_utf8_lossy(&got[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, got[end + 4..].to_vec())
-}
-
 fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -75,7 +46,7 @@ fn get<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn wait_live(s: &Server) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, _, _) = raw_head(
+        let (status, _, _) = raw_exchange(
             s.httpflv_port,
             "HEAD /live/movie.flv HTTP/1.1\r\nHost: x\r\n\r\n",
         );
@@ -209,7 +180,7 @@ fn statuses_and_headers() {
     // Live: 200 with the FLV headers; HEAD has no body.
     let mut publisher = publish(&s, Media::Av);
     wait_live(&s);
-    let (status, h, body) = raw_head(
+    let (status, h, body) = raw_exchange(
         p,
         "HEAD /live/movie.flv?token=x HTTP/1.1\r\nHost: x\r\n\r\n",
     );

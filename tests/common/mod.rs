@@ -471,6 +471,32 @@ pub fn http_get(port: u16, path: &str) -> io::Result<HttpResponse> {
     )
 }
 
+/// Sends `request` on a fresh connection and reads until the server closes it (or
+/// `HTTP_TIMEOUT` passes with nothing more: a streamed body keeps what arrived). Returns the
+/// status, the header fields (names lowercased) and the raw body bytes.
+pub fn raw_exchange(port: u16, request: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).expect("connect");
+    c.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    c.write_all(request.as_bytes()).expect("send request");
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    let end = find(&got, b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&got)));
+    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, got[end + 4..].to_vec())
+}
+
 /// Sends a raw request head (and body) and reads one response.
 pub fn http_request(port: u16, request: &str) -> io::Result<HttpResponse> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
