@@ -215,31 +215,38 @@ impl WriteHalf {
     }
 }
 
-/// One nonblocking sendmsg of up to IOV_BATCH non-empty buffers from the front of `bufs`; the
-/// iovecs live on the stack (no allocation per player per packet).
+/// One nonblocking send of up to IOV_BATCH non-empty buffers from the front of `bufs`.
 fn sendmsg_batch(fd: RawFd, bufs: &VecDeque<Bytes>) -> io::Result<usize> {
-    let mut live = bufs.iter().filter(|b| !b.is_empty());
-    let Some(first) = live.next() else {
-        return Ok(0);
-    };
-    // Most live writes are one message: a plain send, no iovec array to fill.
-    let Some(second) = live.next() else {
-        return send_one(fd, first);
-    };
+    send_slices::<IOV_BATCH>(fd, bufs.iter().map(|b| &b[..]))
+}
+
+/// One nonblocking send of the first `N` non-empty slices of `bufs`, in order: a plain `send`
+/// for one (most live writes are one message), else one `sendmsg` with the iovecs on the stack
+/// (no allocation per player per packet). Bytes taken by the kernel, `WouldBlock` for none.
+fn send_slices<'a, const N: usize>(
+    fd: RawFd,
+    bufs: impl Iterator<Item = &'a [u8]>,
+) -> io::Result<usize> {
     // Only the first `count` entries are ever read; leaving the rest uninitialised spares a
-    // 4 KiB memset per write.
-    let mut iov = [std::mem::MaybeUninit::<libc::iovec>::uninit(); IOV_BATCH];
+    // memset of the whole array (4 KiB for IOV_BATCH) per write.
+    let mut iov = [std::mem::MaybeUninit::<libc::iovec>::uninit(); N];
     let mut count = 0;
-    for b in [first, second].into_iter().chain(live).take(IOV_BATCH) {
+    let mut only: &[u8] = &[];
+    for b in bufs.filter(|b| !b.is_empty()).take(N) {
         iov[count].write(libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
             iov_len: b.len(),
         });
+        only = b;
         count += 1;
     }
-    // SAFETY: the first `count` iovecs are initialised and point into `Bytes` owned by `bufs`,
-    // which outlives the call.
-    unsafe { sendmsg_iov(fd, &iov[..count]) }
+    match count {
+        0 => Ok(0),
+        1 => send_one(fd, only),
+        // SAFETY: the first `count` iovecs are initialised and point into slices borrowed for
+        // the duration of the call.
+        _ => unsafe { sendmsg_iov(fd, &iov[..count]) },
+    }
 }
 
 /// One nonblocking sendmsg of the buffers `iov` describes.
@@ -287,24 +294,7 @@ pub const MAX_PARTS: usize = 4;
 /// bytes taken by the kernel, `WouldBlock` when it took none.
 pub fn send_parts(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
     debug_assert!(parts.len() <= MAX_PARTS);
-    let mut iov = [std::mem::MaybeUninit::<libc::iovec>::uninit(); MAX_PARTS];
-    let mut count = 0;
-    let mut only: &[u8] = &[];
-    for p in parts.iter().filter(|p| !p.is_empty()).take(MAX_PARTS) {
-        iov[count].write(libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        });
-        only = p;
-        count += 1;
-    }
-    match count {
-        0 => Ok(0),
-        1 => send_one(fd, only),
-        // SAFETY: the first `count` iovecs are initialised and point into `parts`, borrowed
-        // for the duration of the call.
-        _ => unsafe { sendmsg_iov(fd, &iov[..count]) },
-    }
+    send_slices::<MAX_PARTS>(fd, parts.iter().copied())
 }
 
 /// Drops `n` sent bytes from the front of `bufs`: whole buffers are popped, a partially sent one
@@ -344,12 +334,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn advance_pops_and_splits() {
-        let mut q: VecDeque<Bytes> = ["abc", "", "defg", "h"]
+    fn deque(parts: &[&'static str]) -> VecDeque<Bytes> {
+        parts
             .iter()
             .map(|s| Bytes::from_static(s.as_bytes()))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn advance_pops_and_splits() {
+        let mut q = deque(&["abc", "", "defg", "h"]);
         advance(&mut q, 5);
         assert_eq!(q.len(), 2);
         assert_eq!(&q[0][..], b"fg");
@@ -360,10 +354,7 @@ mod tests {
         assert!(q.is_empty());
 
         // A cut that ends right before empty buffers leaves the next bytes at the front.
-        let mut q: VecDeque<Bytes> = ["a", "", "", "b"]
-            .iter()
-            .map(|s| Bytes::from_static(s.as_bytes()))
-            .collect();
+        let mut q = deque(&["a", "", "", "b"]);
         advance(&mut q, 1);
         assert_eq!(q.len(), 1);
         assert_eq!(&q[0][..], b"b");

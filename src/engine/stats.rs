@@ -37,39 +37,58 @@ pub async fn scatter(
     replies
 }
 
+/// Sends `make()` to every data shard and keeps the replies `pick` accepts; also returns how
+/// many shards gave one.
+async fn gather<T>(
+    router: &Router<ShardMsg>,
+    nr_shards: usize,
+    make: impl Fn() -> ShardMsg,
+    pick: impl Fn(ShardMsg) -> Option<T>,
+) -> (Vec<T>, usize) {
+    let mut got = Vec::with_capacity(nr_shards);
+    for reply in scatter(router, nr_shards, make).await.into_iter().flatten() {
+        match pick(reply) {
+            Some(t) => got.push(t),
+            None => tracing::warn!("stats: unexpected reply"),
+        }
+    }
+    let answered = got.len();
+    (got, answered)
+}
+
 /// Every data shard's sessions, and how many shards answered.
 pub async fn gather_sessions(
     router: &Router<ShardMsg>,
     nr_shards: usize,
 ) -> (Vec<SessionStat>, usize) {
-    let mut all = Vec::new();
-    let mut answered = 0;
-    for reply in scatter(router, nr_shards, || ShardMsg::CollectSessions).await {
-        match reply {
-            Some(ShardMsg::Sessions(list)) => {
-                answered += 1;
-                all.extend(list);
-            }
-            Some(_) => tracing::warn!("stats: unexpected reply"),
-            None => {}
-        }
-    }
-    (all, answered)
+    let (lists, answered) = gather(
+        router,
+        nr_shards,
+        || ShardMsg::CollectSessions,
+        |m| match m {
+            ShardMsg::Sessions(list) => Some(list),
+            _ => None,
+        },
+    )
+    .await;
+    (lists.into_iter().flatten().collect(), answered)
 }
 
 /// Every data shard's byte totals since start, summed, and how many shards answered.
 pub async fn gather_totals(router: &Router<ShardMsg>, nr_shards: usize) -> (Totals, usize) {
+    let (each, answered) = gather(
+        router,
+        nr_shards,
+        || ShardMsg::CollectTotals,
+        |m| match m {
+            ShardMsg::Totals(t) => Some(t),
+            _ => None,
+        },
+    )
+    .await;
     let mut sum = Totals::default();
-    let mut answered = 0;
-    for reply in scatter(router, nr_shards, || ShardMsg::CollectTotals).await {
-        match reply {
-            Some(ShardMsg::Totals(t)) => {
-                answered += 1;
-                sum.merge(&t);
-            }
-            Some(_) => tracing::warn!("stats: unexpected reply"),
-            None => {}
-        }
+    for t in &each {
+        sum.merge(t);
     }
     (sum, answered)
 }

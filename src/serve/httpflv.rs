@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +20,8 @@ use glommio::timer::Timer;
 use shards::StopSignal;
 
 use crate::engine::{
-    gather_sessions, nudge, ready_or_direct, CloseReason, DirectWire, DirectWrite, Frame, Item,
-    PlayerKind, Protocol, QueueRef, Role, SessionStat, ShardMsg,
+    gather_sessions, nudge, ready_or_direct, CloseReason, DirectWire, Frame, Item, PlayerKind,
+    QueueRef, Role, SessionStat, ShardMsg,
 };
 use crate::flv::live::{BodyFraming, TrackProbe};
 use crate::flv::{file_header, ws};
@@ -380,19 +379,8 @@ pub(super) async fn viewer(
                 return Err("hand-off: a viewer came back as another kind of player".into())
             }
         };
-    let protocol = if framing == BodyFraming::WebSocket {
-        Protocol::WsFlv
-    } else {
-        Protocol::HttpFlv
-    };
-    let (rd, mut p) = super::player::join(&st, stream, &key, protocol, url, peer).await?;
-    if st.play_merge.is_none() {
-        p.queue.borrow_mut().enable_direct(DirectWrite {
-            fd: p.wr.as_raw_fd(),
-            counters: p.guard.counters.clone(),
-            wire: DirectWire::Flv(framing),
-        });
-    }
+    let wire = DirectWire::Flv(framing);
+    let (rd, mut p) = super::player::join(&st, stream, &key, wire, url, peer).await?;
     let reader = glommio::spawn_local(viewer_reader(
         rd,
         framing,
@@ -644,6 +632,7 @@ pub fn install_recorder(st: &ShardState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Protocol;
 
     fn head(raw: &str) -> RequestHead {
         parse_head(raw.as_bytes(), &Limits::default())

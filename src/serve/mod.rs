@@ -37,8 +37,6 @@ pub struct ShardState {
     pub ingest: Option<Rc<shards::TickPoller>>,
     /// `play_merge_ms`: the clock players wait for before each write; `None` sends at once.
     pub play_merge: Option<Rc<shards::SharedTick>>,
-    /// `play_nodelay`: TCP_NODELAY on player sockets once they stream.
-    pub play_nodelay: bool,
     /// HLS: this shard's cache of every stream's playlist and segments, and the segmenters of
     /// the streams it owns.
     pub hls: Rc<crate::hls::HlsService>,
@@ -127,7 +125,6 @@ pub async fn data_shard_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         play_wait_timeout: cfg.play_wait_timeout,
         ingest: ingest_poller(&cfg),
         play_merge: (!cfg.play_merge.is_zero()).then(|| shards::SharedTick::new(cfg.play_merge)),
-        play_nodelay: cfg.play_nodelay,
         control_id: ctx.control_id,
         cfg,
     });

@@ -13,9 +13,10 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 
 use crate::engine::{
-    PlayerHandOff, PlayerKind, PlayerQueue, PlayerTicket, Protocol, QueueLimits, QueueRef, Role,
-    SessionGuard, ShardMsg,
+    DirectWire, DirectWrite, PlayerHandOff, PlayerKind, PlayerQueue, PlayerTicket, Protocol,
+    QueueLimits, QueueRef, Role, SessionGuard, ShardMsg,
 };
+use crate::flv::live::BodyFraming;
 
 use super::ShardState;
 
@@ -137,13 +138,18 @@ pub(super) async fn join(
     st: &ShardState,
     stream: TcpStream,
     key: &str,
-    protocol: Protocol,
+    wire: DirectWire,
     url: String,
     peer: Option<SocketAddr>,
 ) -> Result<(shards::ReadHalf, PlayerConn), String> {
+    let protocol = match wire {
+        DirectWire::Rtmp => Protocol::Rtmp,
+        DirectWire::Flv(BodyFraming::WebSocket) => Protocol::WsFlv,
+        DirectWire::Flv(_) => Protocol::HttpFlv,
+    };
     set_send_buffer(&stream, PLAYER_SNDBUF);
     // The command phase ran with TCP_NODELAY (request/response); streaming follows the config.
-    let _ = stream.set_nodelay(st.play_nodelay);
+    let _ = stream.set_nodelay(st.cfg.play_nodelay);
     let (rd, wr) = shards::split(stream).map_err(|e| format!("split: {e}"))?;
     let queue: QueueRef = Rc::new(RefCell::new(PlayerQueue::new(QueueLimits::default())));
     let ticket = st.hub.play_join(key, queue.clone()).await;
@@ -152,6 +158,15 @@ pub(super) async fn join(
         .sessions()
         .register(Role::Player, protocol, ticket.key.clone(), url, peer);
     tracing::info!(stream = %key, shard = st.hub.shard(), protocol = protocol.name(), "play start");
+    // Merged writes wait for the shard's tick, so frames must queue; otherwise an idle writer
+    // lets the feed send them itself.
+    if st.play_merge.is_none() {
+        queue.borrow_mut().enable_direct(DirectWrite {
+            fd: wr.as_raw_fd(),
+            counters: guard.counters.clone(),
+            wire,
+        });
+    }
     let conn = PlayerConn {
         wr,
         queue,

@@ -16,8 +16,8 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready_or_direct, Counters, DirectWire, DirectWrite, Item, PlayerKind, Protocol,
-    PublisherHandOff, QueueRef, Role, ShardMsg,
+    nudge, ready_or_direct, Counters, DirectWire, Item, PlayerKind, Protocol, PublisherHandOff,
+    QueueRef, Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
@@ -67,17 +67,7 @@ pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
             let who = Who { peer, url };
             start_publish(st, stream, session, app, room, who).await
         }
-        Ok(Next::Play { key, url }) => {
-            let kind = PlayerKind::Rtmp(Box::new(session));
-            match super::player::offer_to_owner(&st, stream, &key, &url, peer, kind).await {
-                Ok(Offer::Taken) => Ok(()),
-                Ok(Offer::Here(stream, PlayerKind::Rtmp(session))) => {
-                    play(st, stream, *session, key, url, peer).await
-                }
-                Ok(Offer::Here(..)) => Err("hand-off: an RTMP player came back as another".into()),
-                Err(e) => Err(e),
-            }
-        }
+        Ok(Next::Play { key, url }) => play(st, stream, session, key, url, peer).await,
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -326,14 +316,17 @@ pub(super) async fn play(
     url: String,
     peer: Option<SocketAddr>,
 ) -> ConnResult<()> {
-    let (rd, mut p) = super::player::join(&st, stream, &key, Protocol::Rtmp, url, peer).await?;
-    if st.play_merge.is_none() {
-        p.queue.borrow_mut().enable_direct(DirectWrite {
-            fd: p.wr.as_raw_fd(),
-            counters: p.guard.counters.clone(),
-            wire: DirectWire::Rtmp,
-        });
-    }
+    // Served on the stream's owner shard while it has few of the stream's players (see
+    // `player::offer_to_owner`); on the owner this returns at once.
+    let kind = PlayerKind::Rtmp(Box::new(session));
+    let (stream, session) = match super::player::offer_to_owner(&st, stream, &key, &url, peer, kind)
+        .await?
+    {
+        Offer::Taken => return Ok(()),
+        Offer::Here(stream, PlayerKind::Rtmp(session)) => (stream, *session),
+        Offer::Here(..) => return Err("hand-off: an RTMP player came back as another kind".into()),
+    };
+    let (rd, mut p) = super::player::join(&st, stream, &key, DirectWire::Rtmp, url, peer).await?;
     let session = Rc::new(RefCell::new(session));
     let reader = glommio::spawn_local(player_reader(
         rd,
