@@ -6,6 +6,7 @@ pub mod check;
 pub mod flvparse;
 pub mod latency;
 pub mod media;
+pub mod ports;
 pub mod proc_stats;
 pub mod report;
 pub mod run;

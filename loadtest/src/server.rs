@@ -2,10 +2,12 @@
 //! binary, nginx with Debian's RTMP module (one worker), or the Go livego from a given path.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::ports::free_port;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
@@ -51,24 +53,6 @@ pub struct Server {
     pub http_port: Option<u16>,
     api_port: Option<u16>,
     _dir: tempfile::TempDir,
-}
-
-/// A free loopback port not handed out before by this process (the kernel may return a port
-/// just released, so separate calls could otherwise give two listeners the same port).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free loopback port");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-    panic!("no fresh loopback port after 1000 tries");
 }
 
 fn wait_port(port: u16, timeout: Duration) -> bool {

@@ -13,7 +13,7 @@ pub mod rtmp;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -34,20 +34,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A port that was free on 127.0.0.1 a moment ago (the OS picks it, so parallel tests rarely
-/// collide; the listener is dropped before returning).
-pub fn free_port() -> u16 {
-    free_ports::<1>()[0]
-}
-
-/// N distinct free ports: the probe sockets stay bound until all are picked, so the kernel
-/// cannot hand out the same port twice (separate `free_port()` calls can).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let probes: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    std::array::from_fn(|i| probes[i].local_addr().expect("local_addr").port())
-}
+pub use loadtest::ports::{free_port, free_ports};
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_port(port: u16, timeout: Duration) -> bool {
