@@ -198,7 +198,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A child already reaped (it exited during start) keeps no claim on its PID, which the
+        // kernel may have given to some other process by now: signal only one still ours.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM to our own child (nginx's master stops its workers), then SIGKILL if it lingers
+        // SAFETY: kill(2) has no memory effects, and the PID is our unreaped child's.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
