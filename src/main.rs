@@ -1,5 +1,7 @@
+use std::io;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use livego::config::{Config, ConfigError};
 use livego::engine::ShardMsg;
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
     let joined = handle.join();
     // Recordings in progress are finished (buffered tags written, header and metadata
     // patched), not left truncated by the exit.
-    if !livego::flv::recorder::RecorderHandle::shutdown(std::time::Duration::from_secs(10)) {
+    if !livego::flv::recorder::RecorderHandle::shutdown(Duration::from_secs(10)) {
         tracing::error!("flv recordings not finalised within 10 s of shutdown");
     }
     match joined {
@@ -64,6 +66,13 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long a busy port is retried at start. A process that was just killed keeps its
+/// listening sockets for a moment (io_uring tears its rings, and the sockets they hold, down
+/// asynchronously), so a supervisor restarting us at once would otherwise find the ports of
+/// the dead process still taken. nginx retries its binds for the same reason.
+const BUSY_PORT_RETRY_FOR: Duration = Duration::from_secs(2);
+const BUSY_PORT_RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// Every data shard binds its ports with SO_REUSEPORT, which would let this process silently
 /// share a port with another server (or with one of its own listeners): the kernel would then
@@ -84,8 +93,21 @@ fn check_listen_addrs(cfg: &Config) -> Result<(), String> {
         if let Some((other, _)) = addrs[..i].iter().find(|(_, a)| a == addr) {
             return Err(format!("config error: {name}: {addr} is also {other}"));
         }
-        if let Err(e) = std::net::TcpListener::bind(addr) {
-            return Err(format!("cannot listen on {addr} ({name}): {e}"));
+        let deadline = Instant::now() + BUSY_PORT_RETRY_FOR;
+        let mut warned = false;
+        loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            "{addr} ({name}) is in use; retrying for {BUSY_PORT_RETRY_FOR:?}"
+                        );
+                    }
+                    std::thread::sleep(BUSY_PORT_RETRY_EVERY);
+                }
+                Err(e) => return Err(format!("cannot listen on {addr} ({name}): {e}")),
+            }
         }
     }
     Ok(())

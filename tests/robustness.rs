@@ -420,3 +420,41 @@ fn a_port_in_use_or_configured_twice_is_refused() {
         "{stderr}"
     );
 }
+
+/// A port that is still busy at start is retried for a moment, so a server restarted at once
+/// after a crash (whose listeners linger briefly) comes up instead of exiting; a port that stays
+/// busy is still refused (above).
+#[test]
+fn a_port_freed_soon_after_start_is_waited_for() {
+    let dir = scratch_dir();
+    std::fs::write(dir.path().join("livego.toml"), DEFAULT_CONFIG).expect("config");
+    let [rtmp, flv, hls, api] = free_ports::<4>();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", rtmp)).expect("hold port");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut server = ProcGuard::spawn(
+        "livego",
+        std::process::Command::new(env!("CARGO_BIN_EXE_livego"))
+            .current_dir(dir.path())
+            .args(["--rtmp_addr", &addr(rtmp), "--httpflv_addr", &addr(flv)])
+            .args(["--hls_addr", &addr(hls), "--api_addr", &addr(api)]),
+        &dir.path().join("server.log"),
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert!(server.try_status().is_none(), "{}", server.log());
+    drop(holder);
+    assert!(
+        wait_port(api, Duration::from_secs(10)),
+        "no API after the port was freed: {}",
+        server.log()
+    );
+    assert!(wait_port(rtmp, Duration::from_secs(10)), "{}", server.log());
+    let r = http_get(api, "/control/get?room=movie").expect("API request");
+    assert_eq!(r.status, 200);
+    assert!(
+        server.log().contains("is in use; retrying"),
+        "{}",
+        server.log()
+    );
+    let st = server.interrupt(STOP_TIMEOUT).expect("exit status");
+    assert!(st.success(), "{st:?}");
+}
