@@ -285,3 +285,68 @@ fn static_push_to_nginx() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A pull whose remote crashes mid-stream ends the local stream (its players are told), retries
+/// with backoff until the remote is back on its port, and carries the next publish there whole.
+#[test]
+fn pull_reconnects_after_the_remote_crashes() {
+    let mut a = Server::start(&["--rtmp_noauth"]);
+    let b = Server::start(&[]);
+    let dir = scratch_dir();
+    let src = media_tags(Media::Av);
+    let remote = a.rtmp_url("live/movie");
+    let (code, body) = b.api_get(&format!(
+        "/control/pull?oper=start&app=live&name=copy&url={remote}"
+    ));
+    assert_eq!(code, 200, "{body}");
+    wait_relay(&b, "pull", "live/copy", "waiting for the stream");
+    let url = b.rtmp_url("live/copy");
+
+    // 1: A dies while the pull carries its stream to a player on B.
+    let first = dir.path().join("first.flv");
+    let mut rec = ffmpeg_record(&url, &first);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut publisher = ffmpeg_publish(&media(Media::Av), &remote);
+    wait_relay(&b, "pull", "live/copy", "playing");
+    std::thread::sleep(Duration::from_millis(1500));
+    a.crash_and_restart();
+    publisher.kill();
+    rec.wait_exit(PLAYER_END_TIMEOUT);
+    let got = flv::read_flv(&first);
+    let (src_v, got_v) = (flv::video_frames(&src), flv::video_frames(&got));
+    let (start, run) = flv::contiguous_run(&src_v, &got_v, 0).expect("no video before the crash");
+    assert_eq!(
+        start, 0,
+        "the first player did not start at the first frame"
+    );
+    assert_eq!(
+        run,
+        got_v.len(),
+        "video before the crash is not a clean prefix"
+    );
+
+    // 2: the pull connects again (a second connection) and waits for A's next publisher.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let all = relay_states(&b);
+        if let Some(r) = all.iter().find(|r| {
+            r["stream"] == "live/copy"
+                && r["connections"].as_u64() >= Some(2)
+                && r["state"] == "waiting for the stream"
+        }) {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pull did not reconnect: {all:?}\nlog:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r["url"], remote.as_str());
+    let mut rec = Recorder::start(PlayerKind::Ffmpeg, &url, dir.path(), "second");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut publisher = ffmpeg_publish(&media(Media::Av), &remote);
+    publisher.wait_success(PUBLISH_TIMEOUT);
+    assert_recording(&mut rec, &src, false);
+}

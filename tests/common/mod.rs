@@ -223,6 +223,8 @@ pub struct Server {
     pub hls_port: u16,
     pub api_port: u16,
     log_path: PathBuf,
+    /// Every argument of the command line, kept for a restart on the same ports.
+    args: Vec<String>,
 }
 
 impl Server {
@@ -238,55 +240,96 @@ impl Server {
         fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("server.log");
         let [rtmp_port, httpflv_port, hls_port, api_port] = free_ports::<4>();
-        let log = File::create(&log_path).expect("create server log");
-        let log_err = log.try_clone().expect("clone log handle");
         let addr = |p: u16| format!("127.0.0.1:{p}");
-        let child = Command::new(env!("CARGO_BIN_EXE_livego"))
-            .current_dir(dir.path())
-            .arg("--config_file")
-            .arg(&config_path)
-            .args(["--rtmp_addr", &addr(rtmp_port)])
-            .args(["--httpflv_addr", &addr(httpflv_port)])
-            .args(["--hls_addr", &addr(hls_port)])
-            .args(["--api_addr", &addr(api_port)])
-            .args(["--level", "debug"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .expect("spawn livego");
+        let mut args = vec![
+            "--config_file".to_string(),
+            config_path.display().to_string(),
+        ];
+        for (flag, port) in [
+            ("--rtmp_addr", rtmp_port),
+            ("--httpflv_addr", httpflv_port),
+            ("--hls_addr", hls_port),
+            ("--api_addr", api_port),
+        ] {
+            args.extend([flag.to_string(), addr(port)]);
+        }
+        args.extend(["--level".to_string(), "debug".to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut server = Server {
-            child: Some(child),
+            child: None,
             dir,
             rtmp_port,
             httpflv_port,
             hls_port,
             api_port,
             log_path,
+            args,
         };
+        server.launch(File::create(&server.log_path).expect("create server log"));
+        server
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and starts it again with the same command
+    /// line, on the same ports; its log continues in the same file.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The dead process's listeners linger for a moment (io_uring releases them
+        // asynchronously). The new server waits them out itself, but the readiness check below
+        // would take them for the new server's, so they must be gone first.
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut pending = vec![rtmp_port, api_port];
+        while [self.rtmp_port, self.api_port]
+            .iter()
+            .any(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the killed server's ports stayed busy"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let log = File::options()
+            .append(true)
+            .open(&self.log_path)
+            .expect("open server log");
+        self.launch(log);
+    }
+
+    /// Spawns the command line and waits until the RTMP and API ports accept connections.
+    fn launch(&mut self, log: File) {
+        let log_err = log.try_clone().expect("clone log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_livego"))
+            .current_dir(self.dir.path())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("spawn livego");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut pending = vec![self.rtmp_port, self.api_port];
         while !pending.is_empty() {
             // An early exit (bad flags, bind error) fails at once rather than after the bound.
-            if let Some(st) = server
+            if let Some(st) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 panic!(
                     "livego exited during startup ({st}); log:\n{}",
-                    tail(&server.log(), 40)
+                    tail(&self.log(), 40)
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "livego did not listen on {pending:?} within {START_TIMEOUT:?}; log:\n{}",
-                tail(&server.log(), 40)
+                tail(&self.log(), 40)
             );
             pending.retain(|p| !wait_port(*p, Duration::from_millis(100)));
         }
-        server
     }
 
     pub fn pid(&self) -> u32 {
