@@ -309,7 +309,7 @@ fn pull_reconnects_after_the_remote_crashes() {
     let mut publisher = ffmpeg_publish(&media(Media::Av), &remote);
     wait_relay(&b, "pull", "live/copy", "playing");
     std::thread::sleep(Duration::from_millis(1500));
-    a.crash_and_restart();
+    a.restart(libc::SIGKILL);
     publisher.kill();
     rec.wait_exit(PLAYER_END_TIMEOUT);
     let got = flv::read_flv(&first);

@@ -458,3 +458,22 @@ fn a_port_freed_soon_after_start_is_waited_for() {
     let st = server.interrupt(STOP_TIMEOUT).expect("exit status");
     assert!(st.success(), "{st:?}");
 }
+
+/// Stopped and started again at once, after serving API, HTTP-FLV and HLS requests (each closed
+/// by the server, which leaves TIME_WAIT sockets on its ports), the server comes up on the same
+/// ports: after a SIGTERM and after a crash.
+#[test]
+fn a_restart_right_after_serving_comes_up_on_the_same_ports() {
+    let mut s = Server::start(&[]);
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        let key = s.key_for("movie");
+        assert!(!key.is_empty());
+        let r = http_get(s.httpflv_port, "/live/none.flv").expect("HTTP-FLV request");
+        assert_eq!(r.status, 404);
+        let r = http_get(s.hls_port, "/live/none/index.m3u8").expect("HLS request");
+        assert_eq!(r.status, 404);
+        s.restart(sig);
+        let (code, body) = s.api_get("/control/get?room=movie");
+        assert_eq!(code, 200, "after restart by signal {sig}: {body}");
+    }
+}

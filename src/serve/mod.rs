@@ -283,7 +283,10 @@ pub async fn control_main(ctx: ShardCtx<ShardMsg>, cfg: Arc<Config>) {
         ctx.stop.wait().await;
         return;
     };
-    let listener = match glommio::net::TcpListener::bind(api_addr) {
+    // SO_REUSEADDR (which glommio's own bind leaves off): the API closes its connections first,
+    // and without it their TIME_WAIT sockets would keep a restarted server off this port for a
+    // minute. There is one API listener, so SO_REUSEPORT shares nothing (main checks the port).
+    let listener = match shards::reuseport_listener(api_addr) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot listen on {api_addr}: {e}");

@@ -269,24 +269,29 @@ impl Server {
         server
     }
 
-    /// Kills the server (SIGKILL, as a crash would) and starts it again with the same command
-    /// line, on the same ports; its log continues in the same file.
-    pub fn crash_and_restart(&mut self) {
+    /// Stops the server with `sig` (SIGKILL: as a crash would; SIGTERM: a supervisor's
+    /// restart) and starts it again at once with the same command line, on the same ports; its
+    /// log continues in the same file.
+    pub fn restart(&mut self, sig: libc::c_int) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            signal(child.id(), sig);
+            if wait_child(&mut child, STOP_TIMEOUT).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         // The dead process's listeners linger for a moment (io_uring releases them
         // asynchronously). The new server waits them out itself, but the readiness check below
         // would take them for the new server's, so they must be gone first.
         let deadline = Instant::now() + START_TIMEOUT;
-        while [self.rtmp_port, self.api_port]
+        while self
+            .ports()
             .iter()
             .any(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
         {
             assert!(
                 Instant::now() < deadline,
-                "the killed server's ports stayed busy"
+                "the stopped server's ports stayed busy for {START_TIMEOUT:?}"
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -297,7 +302,16 @@ impl Server {
         self.launch(log);
     }
 
-    /// Spawns the command line and waits until the RTMP and API ports accept connections.
+    fn ports(&self) -> [u16; 4] {
+        [
+            self.rtmp_port,
+            self.httpflv_port,
+            self.hls_port,
+            self.api_port,
+        ]
+    }
+
+    /// Spawns the command line and waits until all four ports accept connections.
     fn launch(&mut self, log: File) {
         let log_err = log.try_clone().expect("clone log handle");
         let child = Command::new(env!("CARGO_BIN_EXE_livego"))
@@ -310,7 +324,7 @@ impl Server {
             .expect("spawn livego");
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut pending = vec![self.rtmp_port, self.api_port];
+        let mut pending = self.ports().to_vec();
         while !pending.is_empty() {
             // An early exit (bad flags, bind error) fails at once rather than after the bound.
             if let Some(st) = self
