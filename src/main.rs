@@ -7,6 +7,15 @@ use livego::config::{Config, ConfigError};
 use livego::engine::ShardMsg;
 
 fn main() -> ExitCode {
+    // Held until the wait below, so a SIGINT/SIGTERM sent while the server starts is pending
+    // there rather than killing the process mid-start (the runtime restores this mask).
+    let held = match shards::TerminationSignalsHeld::block_termination() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cannot block SIGINT/SIGTERM: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let cfg = match Config::from_process() {
         Ok(c) => Arc::new(c),
         Err(ConfigError::Help(text)) => {
@@ -50,6 +59,8 @@ fn main() -> ExitCode {
     if let Err(e) = handle.wait_for_termination_signal() {
         tracing::error!("waiting for signals failed: {e}");
     }
+    // A second Ctrl-C during a slow shutdown stops the process the default way.
+    drop(held);
     tracing::info!("shutting down");
     handle.stop();
     let joined = handle.join();

@@ -477,3 +477,40 @@ fn a_restart_right_after_serving_comes_up_on_the_same_ports() {
         assert_eq!(code, 200, "after restart by signal {sig}: {body}");
     }
 }
+
+/// A SIGTERM that arrives while the server is still starting (here: waiting for a busy port) is
+/// held and answered with a clean stop once it is up, rather than killing it mid-start.
+#[test]
+fn a_sigterm_during_start_stops_the_server_cleanly() {
+    let dir = scratch_dir();
+    std::fs::write(dir.path().join("livego.toml"), DEFAULT_CONFIG).expect("config");
+    let [rtmp, flv, hls, api] = free_ports::<4>();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", rtmp)).expect("hold port");
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut server = ProcGuard::spawn(
+        "livego",
+        std::process::Command::new(env!("CARGO_BIN_EXE_livego"))
+            .current_dir(dir.path())
+            .args(["--rtmp_addr", &addr(rtmp), "--httpflv_addr", &addr(flv)])
+            .args(["--hls_addr", &addr(hls), "--api_addr", &addr(api)]),
+        &dir.path().join("server.log"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("is in use; retrying") {
+        assert!(
+            std::time::Instant::now() < deadline && server.try_status().is_none(),
+            "{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    server.signal(libc::SIGTERM);
+    drop(holder);
+    let st = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "{st:?}: {}", server.log());
+    assert!(
+        server.log().contains("termination signal"),
+        "{}",
+        server.log()
+    );
+}

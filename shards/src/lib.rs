@@ -31,7 +31,10 @@ pub use handoff::{attach, detach};
 pub use hash::{fnv1a64, shard_for};
 pub use listener::reuseport_listener;
 pub use router::{Incoming, Responder, Router, RouterError};
-pub use runtime::{wait_for_termination_signal, Runtime, RuntimeConfig, RuntimeHandle, ShardCtx};
+pub use runtime::{
+    wait_for_termination_signal, Runtime, RuntimeConfig, RuntimeHandle, ShardCtx,
+    TerminationSignalsHeld,
+};
 pub use shared_tick::SharedTick;
 pub use stop::{StopHandle, StopSignal, STOP_POLL};
 pub use tick_poller::{Registration, TickPoller, TickRead};

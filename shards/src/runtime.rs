@@ -129,7 +129,7 @@ impl Runtime {
         let mesh: FullMesh<Envelope<M>> = MeshBuilder::full(nr_shards + 1, capacity);
         let stop = StopHandle::new();
 
-        let _mask = SignalMaskGuard::block_termination()?;
+        let _mask = TerminationSignalsHeld::block_termination()?;
         let setup = |id| ShardSetup {
             id,
             nr_shards,
@@ -378,13 +378,15 @@ fn termination_set() -> libc::sigset_t {
 }
 
 /// Blocks SIGINT/SIGTERM in the calling thread while alive (threads spawned meanwhile inherit
-/// the mask), and restores the previous mask on drop.
-struct SignalMaskGuard {
+/// the mask), and restores the previous mask on drop. A signal that arrives meanwhile stays
+/// pending: held from the start of `main` up to [`wait_for_termination_signal`], a signal sent
+/// while the server starts is answered with a clean stop instead of the default action.
+pub struct TerminationSignalsHeld {
     old: libc::sigset_t,
 }
 
-impl SignalMaskGuard {
-    fn block_termination() -> io::Result<Self> {
+impl TerminationSignalsHeld {
+    pub fn block_termination() -> io::Result<Self> {
         let set = termination_set();
         // SAFETY: both pointers are valid sigset_t values for the duration of the call.
         let old = unsafe {
@@ -395,11 +397,11 @@ impl SignalMaskGuard {
             }
             old
         };
-        Ok(SignalMaskGuard { old })
+        Ok(TerminationSignalsHeld { old })
     }
 }
 
-impl Drop for SignalMaskGuard {
+impl Drop for TerminationSignalsHeld {
     fn drop(&mut self) {
         // SAFETY: restores a mask previously returned by pthread_sigmask.
         unsafe {
@@ -409,11 +411,12 @@ impl Drop for SignalMaskGuard {
 }
 
 /// Blocks the calling thread until SIGINT or SIGTERM; returns the signal number. The signals are
-/// blocked in this thread while waiting (sigwait needs that) and unblocked again afterwards, so a
-/// second Ctrl-C during a slow shutdown terminates the process the default way.
+/// blocked in this thread while waiting (sigwait needs that) and the mask is restored afterwards,
+/// so unless the caller still holds them, a second Ctrl-C during a slow shutdown terminates the
+/// process the default way.
 pub fn wait_for_termination_signal() -> io::Result<i32> {
     let set = termination_set();
-    let _mask = SignalMaskGuard::block_termination()?;
+    let _mask = TerminationSignalsHeld::block_termination()?;
     loop {
         // SAFETY: an all-zero siginfo_t is a valid output buffer.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

@@ -180,6 +180,15 @@ impl ProcGuard {
 
     /// Asks the process to finish (SIGINT: ffmpeg and rtmpdump then close their output files
     /// properly), then kills it after `grace`.
+    /// Sends `sig` to the child, unless it has already been reaped.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if self.try_status().is_none() {
+            if let Some(pid) = self.pid() {
+                signal(pid, sig);
+            }
+        }
+    }
+
     pub fn interrupt(&mut self, grace: Duration) -> Option<ExitStatus> {
         if self.try_status().is_none() {
             if let Some(pid) = self.pid() {
