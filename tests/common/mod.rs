@@ -646,6 +646,35 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no metric {name}:\n{text}"))
 }
 
+/// Waits until the server counts at least `n` open players of any protocol (a player still
+/// waiting for its stream counts), so that a publish started next reaches every one of them
+/// from its first frame. Replaces a guess at how long the players take to start.
+#[track_caller]
+pub fn wait_players(s: &Server, n: u64) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let (code, text) = s.api_get("/metrics");
+        let open: u64 = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("livego_players{")?
+                    .split_once("} ")?
+                    .1
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        if code == 200 && open >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} of {n} players joined within {START_TIMEOUT:?} (status {code}):\n{text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The shard that owns `live/<room>` among `shards`.
 pub fn owner_shard(room: &str, shards: u64) -> u64 {
     fnv1a64(&format!("live/{room}")) % shards
