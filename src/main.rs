@@ -56,8 +56,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = handle.wait_for_termination_signal() {
-        tracing::error!("waiting for signals failed: {e}");
+    match handle.wait_for_termination_signal() {
+        Ok(shards::Termination::Signal(_)) => {}
+        // join() below names the shard and makes the exit code 1.
+        Ok(shards::Termination::Stopped) => tracing::error!("a shard failed; stopping"),
+        Err(e) => tracing::error!("waiting for signals failed: {e}"),
     }
     // A second Ctrl-C during a slow shutdown stops the process the default way.
     drop(held);

@@ -32,8 +32,7 @@ pub use hash::{fnv1a64, shard_for};
 pub use listener::reuseport_listener;
 pub use router::{Incoming, Responder, Router, RouterError};
 pub use runtime::{
-    wait_for_termination_signal, Runtime, RuntimeConfig, RuntimeHandle, ShardCtx,
-    TerminationSignalsHeld,
+    Runtime, RuntimeConfig, RuntimeHandle, ShardCtx, Termination, TerminationSignalsHeld,
 };
 pub use shared_tick::SharedTick;
 pub use stop::{StopHandle, StopSignal, STOP_POLL};

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use glommio::channels::channel_mesh::{FullMesh, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -342,9 +343,11 @@ impl RuntimeHandle {
         self.stop.clone()
     }
 
-    /// Blocks the calling thread until SIGINT or SIGTERM arrives; returns the signal number.
-    pub fn wait_for_termination_signal(&self) -> io::Result<i32> {
-        wait_for_termination_signal()
+    /// Blocks the calling thread until SIGINT or SIGTERM arrives, or until the runtime stops by
+    /// itself because a shard panicked: a server whose shards are gone must not linger as a
+    /// process that looks alive to its supervisor.
+    pub fn wait_for_termination_signal(&self) -> io::Result<Termination> {
+        wait_for_termination_signal(&self.stop)
     }
 
     /// Waits for every shard thread. Errors if any of them panicked (all are joined regardless).
@@ -379,7 +382,7 @@ fn termination_set() -> libc::sigset_t {
 
 /// Blocks SIGINT/SIGTERM in the calling thread while alive (threads spawned meanwhile inherit
 /// the mask), and restores the previous mask on drop. A signal that arrives meanwhile stays
-/// pending: held from the start of `main` up to [`wait_for_termination_signal`], a signal sent
+/// pending: held from the start of `main` up to [`RuntimeHandle::wait_for_termination_signal`], a signal sent
 /// while the server starts is answered with a clean stop instead of the default action.
 pub struct TerminationSignalsHeld {
     old: libc::sigset_t,
@@ -410,30 +413,49 @@ impl Drop for TerminationSignalsHeld {
     }
 }
 
-/// Blocks the calling thread until SIGINT or SIGTERM; returns the signal number. The signals are
+/// What ended [`RuntimeHandle::wait_for_termination_signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// SIGINT or SIGTERM (the number).
+    Signal(i32),
+    /// The runtime stopped without a signal: a shard panicked (join() reports which).
+    Stopped,
+}
+
+/// How often the wait looks at the stop flag between signals.
+const STOP_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// Blocks the calling thread until SIGINT or SIGTERM, or until `stop` is set. The signals are
 /// blocked in this thread while waiting (sigwait needs that) and the mask is restored afterwards,
 /// so unless the caller still holds them, a second Ctrl-C during a slow shutdown terminates the
 /// process the default way.
-pub fn wait_for_termination_signal() -> io::Result<i32> {
+fn wait_for_termination_signal(stop: &StopHandle) -> io::Result<Termination> {
     let set = termination_set();
     let _mask = TerminationSignalsHeld::block_termination()?;
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: STOP_CHECK_EVERY.as_nanos() as libc::c_long,
+    };
     loop {
+        if stop.is_stopped() {
+            return Ok(Termination::Stopped);
+        }
         // SAFETY: an all-zero siginfo_t is a valid output buffer.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` and `info` are valid for the call.
-        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        // SAFETY: `set`, `info` and `timeout` are valid for the call.
+        let sig = unsafe { libc::sigtimedwait(&set, &mut info, &timeout) };
         if sig < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.raw_os_error() {
+                Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
+                _ => return Err(e),
             }
-            return Err(e);
         }
         // Who asked us to stop is worth a log line when a server goes away unexpectedly.
         // SAFETY: si_pid is valid for signals sent by kill(2), which SIGINT/SIGTERM are unless
         // they come from the terminal (then it reads 0).
         let from = unsafe { info.si_pid() };
         tracing::info!(signal = sig, from_pid = from, "termination signal");
-        return Ok(sig);
+        return Ok(Termination::Signal(sig));
     }
 }

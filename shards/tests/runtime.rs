@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{collect, join_within, stop_and_join};
-use shards::{Runtime, RuntimeConfig, ShardCtx};
+use shards::{Runtime, RuntimeConfig, ShardCtx, Termination};
 
 #[derive(Debug)]
 struct Seen {
@@ -123,7 +123,19 @@ fn a_panicking_shard_stops_the_runtime_and_join_reports_it() {
         |ctx: ShardCtx<()>| async move { ctx.stop.wait().await },
     )
     .expect("start");
-    // No stop() here: the panic itself must bring the other shards down.
+    // No stop() here: the panic itself must bring the other shards down, and end the main
+    // thread's wait for signals (so the process exits instead of lingering without shards).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let ended = handle.wait_for_termination_signal();
+        tx.send(ended.map_err(|e| e.to_string())).unwrap();
+        handle
+    });
+    let ended = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the wait for signals did not end after a shard panicked");
+    assert_eq!(ended, Ok(Termination::Stopped));
+    let handle = waiter.join().expect("waiter thread");
     let err = join_within(handle, Duration::from_secs(10)).expect_err("panic must be reported");
     assert!(err.to_string().contains("shard-1"), "{err}");
 }
@@ -171,8 +183,8 @@ fn termination_signal_wakes_the_waiting_thread() {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGTERM) }, 0);
     });
-    let sig = handle.wait_for_termination_signal().expect("sigwait");
-    assert_eq!(sig, libc::SIGTERM);
+    let ended = handle.wait_for_termination_signal().expect("sigwait");
+    assert_eq!(ended, Termination::Signal(libc::SIGTERM));
     killer.join().unwrap();
     stop_and_join(handle, Duration::from_secs(10)).expect("clean join");
 }
