@@ -3,7 +3,8 @@
 //! Input is appended to one buffer; a chunk is only consumed once its header and payload piece
 //! are all present, so parsing restarts cleanly after a short read. A message that fits in one
 //! chunk is a zero-copy slice of that buffer; a multi-chunk message is assembled into a buffer
-//! of exactly its length, allocated only after the length passed the size limit.
+//! of exactly its length, allocated only after the length passed the size limit and the budget
+//! that all partly received messages of the peer share.
 
 use std::fmt;
 
@@ -57,6 +58,13 @@ pub enum ChunkError {
         fmt: u8,
         missing: usize,
     },
+    /// Starting this message would make the partly received messages of all chunk streams
+    /// together longer than the decoder's budget.
+    AssemblyBudget {
+        csid: u32,
+        length: usize,
+        budget: usize,
+    },
 }
 
 impl fmt::Display for ChunkError {
@@ -79,6 +87,15 @@ impl fmt::Display for ChunkError {
             ChunkError::InterruptedMessage { csid, fmt, missing } => write!(
                 f,
                 "chunk stream {csid}: type-{fmt} header while {missing} bytes of the previous message are missing"
+            ),
+            ChunkError::AssemblyBudget {
+                csid,
+                length,
+                budget,
+            } => write!(
+                f,
+                "chunk stream {csid}: a message of {length} bytes would take the partly received \
+                 messages past {budget} bytes"
             ),
         }
     }
@@ -127,6 +144,9 @@ pub struct ChunkDecoder {
     streams: Vec<ChunkStream>,
     /// Least room a refill of `buf` makes (0: just what the read needs).
     block: usize,
+    /// Sum of the declared lengths of the partly received messages (their buffers are sized
+    /// exactly, so this is what they hold allocated).
+    reserved: usize,
 }
 
 fn u24(b: &[u8]) -> u32 {
@@ -145,7 +165,16 @@ impl ChunkDecoder {
             buf: BytesMut::new(),
             streams: Vec::new(),
             block: 0,
+            reserved: 0,
         }
+    }
+
+    /// How many bytes the partly received messages may reserve together. A peer announcing
+    /// long messages on many chunk streams and sending one byte of each would otherwise make
+    /// the decoder reserve max_chunk_streams x max_message_size (1 GiB by default). Real
+    /// encoders interleave one large message (video) with small ones (audio, data).
+    fn assembly_budget(&self) -> usize {
+        self.limits.max_message_size.saturating_add(1 << 20)
     }
 
     pub fn limits(&self) -> &ChunkLimits {
@@ -169,7 +198,9 @@ impl ChunkDecoder {
     /// Drops the partly received message of `csid` (the peer's Abort message).
     pub fn abort(&mut self, csid: u32) {
         if let Some(s) = self.streams.iter_mut().find(|s| s.csid == csid) {
-            s.partial = None;
+            if s.partial.take().is_some() {
+                self.reserved -= s.length;
+            }
         }
     }
 
@@ -341,6 +372,13 @@ impl ChunkDecoder {
         if b.len() < pos + piece {
             return Ok(None);
         }
+        if already == 0 && piece < h.length && self.reserved + h.length > self.assembly_budget() {
+            return Err(ChunkError::AssemblyBudget {
+                csid,
+                length: h.length,
+                budget: self.assembly_budget(),
+            });
+        }
         h.header_len = pos;
         Ok(Some(h))
     }
@@ -392,14 +430,16 @@ impl ChunkDecoder {
         let payload = if !continuing && piece == s.length {
             self.buf.split_to(piece).freeze()
         } else {
-            let p = s
-                .partial
-                .get_or_insert_with(|| BytesMut::with_capacity(s.length));
+            let p = s.partial.get_or_insert_with(|| {
+                self.reserved += s.length;
+                BytesMut::with_capacity(s.length)
+            });
             p.extend_from_slice(&self.buf[..piece]);
             self.buf.advance(piece);
             if p.len() < s.length {
                 return Ok(None);
             }
+            self.reserved -= s.length;
             s.partial.take().map(BytesMut::freeze).unwrap_or_default()
         };
         Ok(Some(Message {
@@ -863,6 +903,49 @@ mod tests {
             let mut d = ChunkDecoder::new(ChunkLimits { max_message_size: 4096, ..ChunkLimits::default() });
             d.set_chunk_size(chunk_size).unwrap();
             let _ = feed_split(&mut d, &bytes, &cuts);
+            prop_assert_eq!(d.reserved, declared_partial(&d));
+            prop_assert!(d.reserved <= d.assembly_budget());
         }
+    }
+
+    /// What the partly received messages declare, counted the slow way.
+    fn declared_partial(d: &ChunkDecoder) -> usize {
+        d.streams
+            .iter()
+            .filter(|s| s.partial.is_some())
+            .map(|s| s.length)
+            .sum()
+    }
+
+    #[test]
+    fn partial_messages_share_one_budget() {
+        let mut d = decoder();
+        d.set_chunk_size(1).unwrap();
+        let budget = ChunkLimits::default().max_message_size + (1 << 20);
+        // The longest length the wire can express.
+        let max = (1 << 24) - 1;
+        let header = |csid: u8, len: usize| {
+            let l = (len as u32).to_be_bytes();
+            [csid, 0, 0, 0, l[1], l[2], l[3], 9, 1, 0, 0, 0, b'x']
+        };
+        // One message of the largest size and small ones beside it are fine.
+        d.push(&header(4, max));
+        d.push(&header(5, 1000));
+        assert_eq!(drain(&mut d).unwrap(), vec![]);
+        assert_eq!(d.reserved, max + 1000);
+        // A second large one is refused before anything is allocated for it.
+        d.push(&header(6, max));
+        assert_eq!(
+            drain(&mut d),
+            Err(ChunkError::AssemblyBudget {
+                csid: 6,
+                length: max,
+                budget,
+            })
+        );
+        assert_eq!(d.reserved, declared_partial(&d));
+        // Aborting frees the budget.
+        d.abort(4);
+        assert_eq!(d.reserved, 1000);
     }
 }
