@@ -273,3 +273,51 @@ fn redis_password_is_used_and_a_wrong_one_refused() {
     assert!(!wrong.log().contains("nope"), "password in the log");
     assert!(!s.log().contains(PASSWORD), "password in the log");
 }
+
+/// A Redis address where something accepts connections but never answers (a frozen process, a
+/// proxy in front of a dead backend) gives 503s, and once a real Redis serves that address the
+/// keys work again: no call stays stuck on the silent connection.
+#[test]
+fn a_silent_redis_gives_503_and_a_real_one_later_is_used() {
+    let port = free_port();
+    let silent = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the silent end");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let accepter = {
+        let silent = silent.try_clone().expect("clone listener");
+        let held = held.clone();
+        std::thread::spawn(move || {
+            // Bounded: the test stops it by closing the listener (accept then fails).
+            for _ in 0..64 {
+                match silent.accept() {
+                    Ok((conn, _)) => held.lock().unwrap().push(conn),
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    let s = server_on(&format!("127.0.0.1:{port}"));
+    let t0 = Instant::now();
+    let (status, v) = s.api_json("/control/get?room=movie");
+    assert_eq!(status, 503, "{v}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // The silent end stops accepting but keeps the connections it holds open.
+    // SAFETY: shutdown(2) on a listener we own wakes the accept thread with an error.
+    unsafe {
+        libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&silent), libc::SHUT_RDWR);
+    }
+    accepter.join().expect("accept thread");
+    drop(silent);
+    let redis = Redis::start_on(port);
+    let key = eventually(Duration::from_secs(15), || {
+        let (status, v) = s.api_json("/control/get?room=movie");
+        (status == 200).then(|| data(&v))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the API never used the real Redis while {} silent connection(s) stayed open",
+            held.lock().unwrap().len()
+        )
+    });
+    assert_eq!(redis.get("movie"), key);
+    drop(held);
+}

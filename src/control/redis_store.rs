@@ -27,6 +27,8 @@ const MAX_KEY_ATTEMPTS: usize = 16;
 pub struct RedisKeyStore {
     client: Client,
     addr: String,
+    /// Sent by us once the connection has its timeouts (empty = none): see `connection`.
+    password: String,
     conn: Option<Connection>,
 }
 
@@ -62,12 +64,16 @@ impl RedisKeyStore {
     /// the server starts even when Redis is down, and answers 503 until it is back.
     pub fn new(addr: &str, password: &str) -> Result<RedisKeyStore, String> {
         let (host, port) = parse_addr(addr)?;
+        // No password and no setup commands (the crate's CLIENT SETINFO is compiled out): the
+        // crate would send them and wait for the answers on a socket without a read timeout,
+        // and a Redis that accepts but never answers would hold that wait, and the one
+        // blocking thread the store runs on, forever.
         let info = ConnectionInfo {
             addr: ConnectionAddr::Tcp(host, port),
             redis: RedisConnectionInfo {
                 db: 0,
                 username: None,
-                password: (!password.is_empty()).then(|| password.to_string()),
+                password: None,
                 protocol: Default::default(),
             },
         };
@@ -75,13 +81,14 @@ impl RedisKeyStore {
         Ok(RedisKeyStore {
             client,
             addr: addr.to_string(),
+            password: password.to_string(),
             conn: None,
         })
     }
 
     fn connection(&mut self) -> Result<&mut Connection, StoreError> {
         if self.conn.is_none() {
-            let conn = self
+            let mut conn = self
                 .client
                 .get_connection_with_timeout(CONNECT_TIMEOUT)
                 .map_err(unavailable)?;
@@ -89,6 +96,12 @@ impl RedisKeyStore {
                 .map_err(unavailable)?;
             conn.set_write_timeout(Some(IO_TIMEOUT))
                 .map_err(unavailable)?;
+            if !self.password.is_empty() {
+                redis::cmd("AUTH")
+                    .arg(&self.password)
+                    .query::<()>(&mut conn)
+                    .map_err(unavailable)?;
+            }
             tracing::info!("key store: connected to Redis at {}", self.addr);
             self.conn = Some(conn);
         }
