@@ -426,6 +426,16 @@ impl Hub {
     }
 
     /// Whether a stream this shard owns has a publisher (HTTP viewers answer 404 otherwise).
+    /// The publisher registration of `key` made for the socket `fd`, if it is the current one.
+    /// For a task whose `publish_begin` was cancelled after the hub registered it but before
+    /// the id came back: it must still end that registration before closing its socket.
+    pub fn publisher_by_fd(&self, key: &str, fd: RawFd) -> Option<(Arc<str>, u64)> {
+        let inner = self.inner.borrow();
+        let (key, stream) = inner.streams.get_key_value(key)?;
+        let slot = stream.publisher.as_ref().filter(|p| p.fd == fd)?;
+        Some((key.clone(), slot.id))
+    }
+
     pub fn is_published(&self, key: &str) -> bool {
         self.inner
             .borrow()

@@ -47,7 +47,16 @@ impl Slot {
         }
     }
 
-    async fn release(&mut self, hub: &Hub) {
+    /// Ends the publish, then closes the socket. A stop cancels `begin` wherever it is, also
+    /// after the hub registered this socket as the stream's publisher but before `publishing`
+    /// was set; that registration is found by the socket, because the hub may shut down a
+    /// replaced publisher's descriptor, which must not outlive it.
+    async fn release(&mut self, hub: &Hub, spec: &RelaySpec) {
+        if self.publishing.is_none() {
+            if let Some(fd) = self.stream.as_ref().map(|s| s.as_raw_fd()) {
+                self.publishing = hub.publisher_by_fd(&spec.stream_key(), fd);
+            }
+        }
         self.end(hub).await;
         self.stream = None;
     }
@@ -56,7 +65,7 @@ impl Slot {
 pub async fn run(hub: Rc<Hub>, spec: RelaySpec, stop: Rc<Stop>, status: StatusHandle) {
     let mut slot = Slot::default();
     future::or(pull_loop(&hub, &spec, &mut slot, &status), stop.wait()).await;
-    slot.release(&hub).await;
+    slot.release(&hub, &spec).await;
     tracing::info!(relay = %spec.session_key(), "relay stopped");
 }
 
@@ -68,7 +77,7 @@ async fn pull_loop(hub: &Rc<Hub>, spec: &RelaySpec, slot: &mut Slot, status: &St
             Ok(()) => "remote closed the connection".to_string(),
             Err(e) => e,
         };
-        slot.release(hub).await;
+        slot.release(hub, spec).await;
         let delay = backoff.next_delay();
         tracing::info!(relay = %spec.session_key(), "pull from {}: {err}; retry in {delay:?}", spec.url);
         status.set_state(format!("retrying in {}s: {err}", delay.as_secs()));
