@@ -38,6 +38,9 @@ struct Inner {
     streams: HashMap<Arc<str>, Stream>,
     /// Streams owned elsewhere that have players here.
     mirrors: HashMap<Arc<str>, Mirror>,
+    /// Subscriptions (stream, shard) whose snapshot did not fit the shard's channel yet and
+    /// are being retried; an Unsubscribe removes its entry, which cancels the retry.
+    pending_subscribes: Vec<(Arc<str>, usize)>,
     next_id: u64,
 }
 
@@ -334,6 +337,9 @@ impl Hub {
             ShardMsg::Subscribe { key } => self.on_subscribe(from, key),
             ShardMsg::Unsubscribe { key } => {
                 let mut inner = self.inner.borrow_mut();
+                inner
+                    .pending_subscribes
+                    .retain(|(k, shard)| !(*shard == from && *k == key));
                 if let Some(stream) = inner.streams.get_mut(&key) {
                     stream.subscribers.retain(|&s| s != from);
                     if stream.subscribers.is_empty()
@@ -398,34 +404,72 @@ impl Hub {
     /// A shard wants this stream: send it the cache, then add it to the subscribers in the same
     /// synchronous step, so it gets every later packet exactly once.
     fn on_subscribe(self: &Rc<Self>, from: usize, key: Arc<str>) {
+        // Tried at once, in the receive loop's order, so that an Unsubscribe queued right
+        // behind this Subscribe finds the subscriber registered and removes it. Only a full
+        // channel defers it, and then the Unsubscribe cancels the retry instead.
+        if self.try_subscribe(from, &key) {
+            return;
+        }
+        self.inner
+            .borrow_mut()
+            .pending_subscribes
+            .push((key.clone(), from));
         let hub = self.clone();
         glommio::spawn_local(async move {
             // Bounded retries: a peer whose channel stays full for this long is wedged.
             for _ in 0..10_000 {
-                {
-                    let mut inner = hub.inner.borrow_mut();
-                    let fresh = hub.new_stream();
-                    let stream = inner.streams.entry(key.clone()).or_insert(fresh);
-                    let msg = ShardMsg::Snapshot {
-                        key: key.clone(),
-                        live: stream.feed.is_live(),
-                        packets: stream.feed.snapshot(),
-                    };
-                    if hub.router.try_send(from, msg).is_ok() {
-                        if !stream.subscribers.contains(&from) {
-                            stream.subscribers.push(from);
-                        }
-                        return;
-                    }
-                }
                 glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                let wanted = hub
+                    .inner
+                    .borrow()
+                    .pending_subscribes
+                    .iter()
+                    .any(|(k, shard)| *shard == from && *k == key);
+                if !wanted {
+                    return;
+                }
+                if hub.try_subscribe(from, &key) {
+                    hub.forget_pending_subscribe(from, &key);
+                    return;
+                }
             }
+            hub.forget_pending_subscribe(from, &key);
             tracing::error!(stream = %key, shard = from, "could not subscribe shard: channel full");
         })
         .detach();
     }
 
-    /// Whether a stream this shard owns has a publisher (HTTP viewers answer 404 otherwise).
+    /// Sends shard `from` the snapshot of `key` and registers it as a subscriber; false when
+    /// its channel is full.
+    fn try_subscribe(&self, from: usize, key: &Arc<str>) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let fresh = self.new_stream();
+        let stream = inner.streams.entry(key.clone()).or_insert(fresh);
+        let msg = ShardMsg::Snapshot {
+            key: key.clone(),
+            live: stream.feed.is_live(),
+            packets: stream.feed.snapshot(),
+        };
+        if self.router.try_send(from, msg).is_err() {
+            return false;
+        }
+        if !stream.subscribers.contains(&from) {
+            stream.subscribers.push(from);
+        }
+        true
+    }
+
+    fn forget_pending_subscribe(&self, from: usize, key: &Arc<str>) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(i) = inner
+            .pending_subscribes
+            .iter()
+            .position(|(k, shard)| *shard == from && k == key)
+        {
+            inner.pending_subscribes.swap_remove(i);
+        }
+    }
+
     /// The publisher registration of `key` made for the socket `fd`, if it is the current one.
     /// For a task whose `publish_begin` was cancelled after the hub registered it but before
     /// the id came back: it must still end that registration before closing its socket.
@@ -436,6 +480,7 @@ impl Hub {
         Some((key.clone(), slot.id))
     }
 
+    /// Whether a stream this shard owns has a publisher (HTTP viewers answer 404 otherwise).
     pub fn is_published(&self, key: &str) -> bool {
         self.inner
             .borrow()
