@@ -113,6 +113,13 @@ pub struct ServerSession {
     has_published: bool,
 }
 
+/// Longest app and stream name accepted (a query after the stream name is not counted). Names
+/// end up as keys of per-stream state (the hub, HLS sequence numbers, playlist lines), so a
+/// peer must not choose their size; real ones are a few dozen bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Longest query accepted after a stream name (tokens and signed URLs stay well below).
+pub const MAX_QUERY_LEN: usize = 8192;
+
 fn split_query(s: &str) -> (String, Option<String>) {
     match s.split_once('?') {
         Some((name, q)) => (name.to_owned(), Some(q.to_owned())),
@@ -331,6 +338,12 @@ impl ServerSession {
                         .to_owned(),
                     None => return Err(protocol("connect: no app")),
                 };
+                if app.len() > MAX_NAME_LEN {
+                    return Err(protocol(format!(
+                        "connect: app name of {} bytes is longer than {MAX_NAME_LEN}",
+                        app.len()
+                    )));
+                }
                 let tc_url = optional_string(obj, "tcUrl")?;
                 let flash_ver = optional_string(obj, "flashVer")?;
                 let object_encoding = match obj.get("objectEncoding") {
@@ -374,6 +387,15 @@ impl ServerSession {
                     protocol(format!("{}: stream name is not a string", cmd.name))
                 })?;
                 let (name, query) = split_query(full);
+                let query_len = query.as_ref().map_or(0, String::len);
+                if name.len() > MAX_NAME_LEN || query_len > MAX_QUERY_LEN {
+                    return Err(protocol(format!(
+                        "{}: stream name of {} bytes (query {query_len}) is longer than \
+                         {MAX_NAME_LEN} ({MAX_QUERY_LEN})",
+                        cmd.name,
+                        name.len()
+                    )));
+                }
                 self.pending = Some(reply(0.0));
                 if cmd.name == "publish" {
                     let kind = cmd

@@ -615,3 +615,38 @@ proptest! {
         let _ = p.s.take_output();
     }
 }
+
+#[test]
+fn overlong_names_are_errors() {
+    let long = "n".repeat(MAX_NAME_LEN + 1);
+    let mut p = Peer::new();
+    p.handshake();
+    let e = p
+        .cmd(
+            0,
+            "connect",
+            1.0,
+            &[amf0::object(&[("app", long.as_str().into())])],
+        )
+        .unwrap_err();
+    assert!(matches!(e, SessionError::Protocol(_)), "{e}");
+    for verb in ["publish", "play"] {
+        for name in [long.clone(), format!("k?{}", "q".repeat(MAX_QUERY_LEN + 1))] {
+            let mut p = Peer::new();
+            p.connect();
+            p.cmd(0, "createStream", 2.0, &[Value::Null]).unwrap();
+            let e = p
+                .cmd(1, verb, 3.0, &[Value::Null, name.as_str().into()])
+                .unwrap_err();
+            assert!(e.to_string().contains("is longer than"), "{verb}: {e}");
+        }
+        // The longest accepted name still works.
+        let mut p = Peer::new();
+        p.connect();
+        p.cmd(0, "createStream", 2.0, &[Value::Null]).unwrap();
+        let name = format!("{}?{}", "n".repeat(MAX_NAME_LEN), "q".repeat(MAX_QUERY_LEN));
+        p.cmd(1, verb, 3.0, &[Value::Null, name.as_str().into()])
+            .unwrap();
+        assert_eq!(p.events().len(), 1, "{verb}");
+    }
+}
