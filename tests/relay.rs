@@ -64,6 +64,34 @@ impl Nginx {
         format!("rtmp://127.0.0.1:{}/{path}", self.port)
     }
 
+    /// How many plays of `name` nginx has logged so far (its error log, at `info`, has a line
+    /// `play: name='<name>' ...` per play command; the log continues across restarts).
+    fn plays(&self, name: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+        log.matches(&format!(" play: name='{name}' ")).count()
+    }
+
+    /// Waits until nginx has logged `n` plays of `name`. nginx adds the player to the live
+    /// stream in the same event handler that logs the play, before it reads any other
+    /// connection, so a publish started after this reaches the player from its first keyframe
+    /// (nginx-rtmp has no GOP cache: a player that joins late misses the start).
+    #[track_caller]
+    fn wait_plays(&self, name: &str, n: usize) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let got = self.plays(name);
+            if got >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx logged {got} of {n} plays of {name:?} within {START_TIMEOUT:?}; error.log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn restart(&mut self) {
         self.guard.kill();
         self.guard = spawn_nginx(self.dir.path(), self.port);
@@ -83,6 +111,19 @@ fn relay_states(s: &Server) -> Vec<serde_json::Value> {
 /// `state`; returns it.
 #[track_caller]
 fn wait_relay(s: &Server, kind: &str, stream: &str, state: &str) -> serde_json::Value {
+    wait_relay_where(s, kind, stream, state, |_| true)
+}
+
+/// `wait_relay` that also requires `more` of the relay (e.g. a connection count, so that a
+/// state left over from before an event is not taken for the state after it).
+#[track_caller]
+fn wait_relay_where(
+    s: &Server,
+    kind: &str,
+    stream: &str,
+    state: &str,
+    more: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let all = relay_states(s);
@@ -90,15 +131,49 @@ fn wait_relay(s: &Server, kind: &str, stream: &str, state: &str) -> serde_json::
             r["kind"] == kind
                 && r["stream"] == stream
                 && r["state"].as_str().is_some_and(|x| x.starts_with(state))
+                && more(r)
         }) {
             return r.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "no {kind} relay of {stream} in state {state:?}: {all:?}\nlog:\n{}",
+            "no {kind} relay of {stream} in state {state:?} (with the extra condition): {all:?}\nlog:\n{}",
             s.log()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Open players of any protocol on `s` (as `wait_players` counts them).
+fn players(s: &Server) -> u64 {
+    let (code, text) = s.api_get("/metrics");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("livego_players{")?
+                .split_once("} ")?
+                .1
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Waits until `s` has no open player (a player that exited is closed on the server a moment
+/// later), so that `wait_players` counts only the players started next.
+#[track_caller]
+fn wait_no_players(s: &Server) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let n = players(s);
+        if n == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} players still open after {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -173,7 +248,7 @@ fn api_status_codes() {
             "{body}"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while !relay_states(&s).is_empty() {
         assert!(Instant::now() < deadline, "stopped relays still listed");
         std::thread::sleep(Duration::from_millis(50));
@@ -191,12 +266,14 @@ fn pull_from_another_instance_is_byte_exact() {
         a.rtmp_url("live/movie")
     ));
     assert_eq!(code, 200, "{body}");
-    // The pull plays on A and waits there for the publisher.
+    // The pull plays on A (a player there) and waits there for the publisher.
     wait_relay(&b, "pull", "live/copy", "waiting for the stream");
+    wait_players(&a, 1);
     let url = b.rtmp_url("live/copy");
     let mut ff = Recorder::start(PlayerKind::Ffmpeg, &url, dir.path(), "ffmpeg");
     let mut dump = Recorder::start(PlayerKind::Rtmpdump, &url, dir.path(), "rtmpdump");
-    std::thread::sleep(Duration::from_millis(700));
+    // Both players are on B (the pull is a publisher there, not a player) before the publish.
+    wait_players(&b, 2);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &a.rtmp_url("live/movie"));
     publisher.wait_success(PUBLISH_TIMEOUT);
     assert_recording(&mut ff, &src, false);
@@ -222,7 +299,7 @@ fn push_to_nginx_is_byte_exact_and_reconnects() {
     // 1: the whole stream arrives at nginx unchanged.
     let out = dir.path().join("first.flv");
     let mut rec = ffmpeg_record_with(&remote, &out, NGINX_IDLE);
-    std::thread::sleep(Duration::from_millis(500));
+    nginx.wait_plays("pushed", 1);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url("live/movie"));
     publisher.wait_success(PUBLISH_TIMEOUT);
     rec.wait_exit(PLAYER_END_TIMEOUT);
@@ -237,7 +314,12 @@ fn push_to_nginx_is_byte_exact_and_reconnects() {
     nginx.restart();
     let out = dir.path().join("after.flv");
     let mut late = ffmpeg_record_with(&remote, &out, NGINX_IDLE);
-    let r = wait_relay(&s, "push", "live/movie", "publishing");
+    // "publishing" from before the restart may still be listed until the push notices the
+    // dead connection: wait for the reconnection's (the third connection: one per publish,
+    // then this one).
+    let r = wait_relay_where(&s, "push", "live/movie", "publishing", |r| {
+        r["connections"].as_u64() >= Some(3)
+    });
     assert!(r["connections"].as_u64().unwrap() >= 3, "{r}");
     // The relay's state and reconnects are in /metrics too.
     let (code, text) = s.api_get("/metrics");
@@ -271,7 +353,7 @@ fn static_push_to_nginx() {
     let src = media_tags(Media::Av);
     let out = dir.path().join("static.flv");
     let mut rec = ffmpeg_record_with(&nginx.url("live/room9"), &out, NGINX_IDLE);
-    std::thread::sleep(Duration::from_millis(500));
+    nginx.wait_plays("room9", 1);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url("live/room9"));
     let r = wait_relay(&s, "static_push", "live/room9", "publishing");
     assert_eq!(r["url"], nginx.url("live/room9").as_str());
@@ -279,12 +361,16 @@ fn static_push_to_nginx() {
     rec.wait_exit(PLAYER_END_TIMEOUT);
     flv::assert_same_media(&src, &flv::read_flv(&out), false);
     // The push ends with its publish session.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while !relay_states(&s).is_empty() {
         assert!(Instant::now() < deadline, "static push outlived its stream");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Media bytes of about a second of the test media (`Media::Av` is ~92 KB/s): more than its
+/// first keyframe and audio around it, so a player sent this much has video.
+const MID_STREAM_BYTES: u64 = 90_000;
 
 /// A pull whose remote crashes mid-stream ends the local stream (its players are told), retries
 /// with backoff until the remote is back on its port, and carries the next publish there whole.
@@ -300,15 +386,32 @@ fn pull_reconnects_after_the_remote_crashes() {
     ));
     assert_eq!(code, 200, "{body}");
     wait_relay(&b, "pull", "live/copy", "waiting for the stream");
+    wait_players(&a, 1);
     let url = b.rtmp_url("live/copy");
 
     // 1: A dies while the pull carries its stream to a player on B.
     let first = dir.path().join("first.flv");
     let mut rec = ffmpeg_record(&url, &first);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_players(&b, 1);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &remote);
     wait_relay(&b, "pull", "live/copy", "playing");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Mid-stream: once B has sent its player about a second of media (so the recording has
+    // video before the crash), not after a guess at how long that takes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, text) = b.api_get("/metrics");
+        assert_eq!(code, 200, "{text}");
+        let sent = metric(&text, "livego_session_media_bytes{direction=\"out\"}");
+        if sent >= MID_STREAM_BYTES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B sent its player {sent} media bytes in 20 s\nlog:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     a.restart(libc::SIGKILL);
     publisher.kill();
     rec.wait_exit(PLAYER_END_TIMEOUT);
@@ -344,8 +447,11 @@ fn pull_reconnects_after_the_remote_crashes() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(r["url"], remote.as_str());
+    // The pull plays on the restarted A again, and B has closed the first player.
+    wait_players(&a, 1);
+    wait_no_players(&b);
     let mut rec = Recorder::start(PlayerKind::Ffmpeg, &url, dir.path(), "second");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_players(&b, 1);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &remote);
     publisher.wait_success(PUBLISH_TIMEOUT);
     assert_recording(&mut rec, &src, false);

@@ -381,7 +381,7 @@ fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<TickRead>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -420,24 +420,67 @@ mod tests {
                 }
                 tx
             });
+            // Keep the rate up while the writer runs, so batching stays on even if the writer
+            // thread is descheduled for a rate window on a loaded machine (bounded, and shorter
+            // than the read deadline, so a poller whose ticks never deliver ends up turning
+            // batching off and fails the `from_ticks` check below instead of hanging).
+            let done = Rc::new(Cell::new(false));
+            let pump = {
+                let (poller, done) = (poller.clone(), done.clone());
+                glommio::spawn_local(async move {
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while !done.get() && Instant::now() < until {
+                        poller.note_read();
+                        glommio::timer::Timer::new(Duration::from_millis(5)).await;
+                    }
+                })
+            };
             let mut got = Vec::new();
             let mut buf = [0u8; 64];
             let mut drained = false;
+            // Reads that waited for a tick and got bytes from it: the batched path at work.
+            let mut from_ticks = 0;
+            let mut fallbacks = 0;
             let deadline = Instant::now() + Duration::from_secs(10);
             while got.len() < 5000 && Instant::now() < deadline {
-                match reg.read(&mut buf, drained).await.unwrap() {
+                let n = match reg.read(&mut buf, drained).await.unwrap() {
                     TickRead::Data(n) => {
-                        got.extend_from_slice(&buf[..n]);
-                        drained = n < buf.len();
-                        // Keep the rate up so batching stays on for the test.
-                        poller.note_read();
+                        if drained {
+                            from_ticks += 1;
+                        }
+                        n
                     }
-                    other => panic!("unexpected {other:?}"),
-                }
+                    // Batching ended anyway (the executor itself stalled for a rate window):
+                    // read the usual way, as a reader does.
+                    TickRead::Unbatched => {
+                        fallbacks += 1;
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        rx.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                            .unwrap();
+                        loop {
+                            match (&rx).read(&mut buf) {
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                                r => break r.unwrap(),
+                            }
+                        }
+                    }
+                    TickRead::Eof => panic!("EOF after {} bytes", got.len()),
+                };
+                assert!(n > 0, "EOF after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+                drained = n < buf.len();
+                // Keep the rate up so batching stays on for the test.
+                poller.note_read();
             }
+            done.set(true);
+            pump.await;
             let _open = writer.join().unwrap();
             let want: Vec<u8> = (0..50u8).flat_map(|i| [i; 100]).collect();
-            assert_eq!(got, want);
+            assert_eq!(got, want, "{fallbacks} unbatched fallbacks");
+            assert!(
+                from_ticks > 0,
+                "no read was served by a tick ({fallbacks} unbatched fallbacks)"
+            );
             // No reads for a while: the ticker turns batching off and a waiting reader is told.
             let r = reg.read(&mut buf, true).await.unwrap();
             assert_eq!(r, TickRead::Unbatched);

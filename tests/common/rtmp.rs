@@ -340,7 +340,17 @@ impl ChunkReader {
                 ts = u32::from_be_bytes([b[pos], b[pos + 1], b[pos + 2], b[pos + 3]]);
                 pos += 4;
             }
-            let want = (st.length - st.partial.len()).min(self.chunk_size);
+            // A fmt 0/1 header inside a message may announce a length below what already
+            // arrived: a protocol error of the server, not a panic of the test client.
+            let left = st.length.checked_sub(st.partial.len()).ok_or_else(|| {
+                format!(
+                    "fmt {fmt} chunk on csid {csid} announces a {}-byte message with {} bytes \
+                     of the current one already received",
+                    st.length,
+                    st.partial.len()
+                )
+            })?;
+            let want = left.min(self.chunk_size);
             if b.len() < pos + want {
                 return Ok(None);
             }
