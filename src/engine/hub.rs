@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use shards::Router;
 
-use crate::media::{GopLimits, Packet, TimestampNormaliser};
+use crate::media::{GopLimits, Packet, PacketKind, TimestampNormaliser};
 
 use super::feed::Feed;
 use super::messages::ShardMsg;
@@ -195,7 +195,11 @@ impl Hub {
             if stream.publisher.as_ref().map(|p| p.id) != Some(id) {
                 return false;
             }
-            packet.timestamp = stream.timestamps.normalise(packet.timestamp);
+            packet.timestamp = if packet.kind == PacketKind::Meta {
+                stream.timestamps.current()
+            } else {
+                stream.timestamps.normalise(packet.timestamp)
+            };
             for sink in &mut stream.sinks {
                 sink.on_packet(&packet);
             }

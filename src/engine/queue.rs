@@ -228,7 +228,10 @@ impl PlayerQueue {
         }
     }
 
-    /// Media time between the oldest and the newest queued frame.
+    /// Media time between the oldest and the newest queued frame (0 when the newest is behind).
+    /// Stream timestamps wrap modulo 2^32 (see `TimestampNormaliser`): the difference is taken
+    /// in wrapping arithmetic and read as signed, exact for frames less than 2^31 ms apart,
+    /// which a queue this bounded always holds.
     fn lag_ms(&self) -> u32 {
         let ts = |it: &Item| match it {
             Item::Frame(f) => Some(f.packet.timestamp),
@@ -237,7 +240,7 @@ impl PlayerQueue {
         let first = self.items.iter().find_map(ts);
         let last = self.items.iter().rev().find_map(ts);
         match (first, last) {
-            (Some(a), Some(b)) => b.saturating_sub(a),
+            (Some(a), Some(b)) => (b.wrapping_sub(a) as i32).max(0) as u32,
             _ => 0,
         }
     }
@@ -542,6 +545,66 @@ mod tests {
         q.borrow_mut().push_frame(&frame(8, 10, false));
         assert_eq!(q.borrow().items.len(), 2);
         assert!(poll_once(fut.as_mut(), &wakes).is_ready());
+    }
+
+    #[test]
+    fn lag_check_works_across_the_timestamp_wrap() {
+        // The scenario of the slow player above, on a timeline that wraps modulo 2^32 (as a
+        // stream's does after 49.7 days) between the 50 ms and 60 ms frames.
+        let at = |ms: u32| (u32::MAX - 55).wrapping_add(ms);
+        let mut q = PlayerQueue::new(QueueLimits {
+            max_lag_ms: 100,
+            max_bytes: 1 << 20,
+        });
+        q.push_frame(&frame(9, at(0), true));
+        for ts in (10..=120).step_by(10) {
+            q.push_frame(&frame(if ts % 20 == 0 { 9 } else { 8 }, at(ts), false));
+        }
+        for ts in [130, 140] {
+            q.push_frame(&frame(9, at(ts), false));
+        }
+        let mut got = drain(&mut q);
+        q.push_frame(&frame(9, at(150), true));
+        q.push_frame(&frame(9, at(160), false));
+        got.extend(drain(&mut q));
+        let audio: Vec<_> = got.iter().filter(|f| f.0 == 8).map(|f| f.1).collect();
+        assert_eq!(audio, [10, 30, 50, 70, 90, 110].map(at));
+        let video: Vec<_> = got.iter().filter(|f| f.0 == 9).map(|f| f.1).collect();
+        assert_eq!(video, [at(150), at(160)]);
+        assert!(q.closed().is_none());
+
+        // A queue spanning the wrap but within its bound keeps everything.
+        let mut q = PlayerQueue::new(QueueLimits {
+            max_lag_ms: 100,
+            max_bytes: 1 << 20,
+        });
+        for ts in (0..=100).step_by(10) {
+            q.push_frame(&frame(9, at(ts), ts == 0));
+        }
+        assert_eq!(q.lag_ms(), 100);
+        assert_eq!(drain(&mut q).len(), 11);
+        assert_eq!(q.dropped_packets, 0);
+
+        // And a hopeless one is still closed.
+        let mut q = PlayerQueue::new(QueueLimits {
+            max_lag_ms: 100,
+            max_bytes: 1 << 20,
+        });
+        for ts in (0..=300).step_by(10) {
+            q.push_frame(&frame(8, at(ts), false));
+        }
+        assert_eq!(q.closed(), Some(CloseReason::TooSlow));
+    }
+
+    #[test]
+    fn newest_frame_behind_the_oldest_is_no_lag() {
+        let mut q = PlayerQueue::new(QueueLimits {
+            max_lag_ms: 100,
+            max_bytes: 1 << 20,
+        });
+        q.push_frame(&frame(9, 1000, true));
+        q.push_frame(&frame(8, 980, false));
+        assert_eq!(q.lag_ms(), 0);
     }
 
     #[test]

@@ -76,7 +76,9 @@ pub struct FlvFile<W: Write + Seek> {
     patch: Option<(u64, u64)>,
     has_audio: bool,
     has_video: bool,
-    last_ts: u32,
+    /// The latest media timestamp, in the wrapping order of stream timestamps (they wrap
+    /// modulo 2^32 after 49.7 days): the file's `duration`.
+    last_ts: Option<u32>,
 }
 
 impl<W: Write + Seek> FlvFile<W> {
@@ -89,7 +91,7 @@ impl<W: Write + Seek> FlvFile<W> {
             patch: None,
             has_audio: false,
             has_video: false,
-            last_ts: 0,
+            last_ts: None,
         })
     }
 
@@ -114,7 +116,15 @@ impl<W: Write + Seek> FlvFile<W> {
             PacketKind::Meta => {}
         }
         if p.kind != PacketKind::Meta {
-            self.last_ts = self.last_ts.max(p.timestamp);
+            // Later when less than 2^31 ms ahead in wrapping arithmetic; a plain `max` would
+            // stick at the last timestamp before a wrap.
+            let later = match self.last_ts {
+                Some(last) => p.timestamp.wrapping_sub(last) as i32 > 0,
+                None => true,
+            };
+            if later {
+                self.last_ts = Some(p.timestamp);
+            }
         }
         self.write_tag(p.type_id(), p.timestamp, &p.payload)
     }
@@ -132,7 +142,7 @@ impl<W: Write + Seek> FlvFile<W> {
         if let Some((duration_pos, filesize_pos)) = self.patch {
             self.out.seek(SeekFrom::Start(duration_pos))?;
             self.out
-                .write_all(&(f64::from(self.last_ts) / 1000.0).to_be_bytes())?;
+                .write_all(&(f64::from(self.last_ts.unwrap_or(0)) / 1000.0).to_be_bytes())?;
             self.out.seek(SeekFrom::Start(filesize_pos))?;
             self.out.write_all(&(self.written as f64).to_be_bytes())?;
         }
@@ -530,6 +540,25 @@ mod tests {
             number_at(&bytes, FILE_HEADER_LEN + TAG_HEADER_LEN + m.duration_pos),
             0.04
         );
+    }
+
+    #[test]
+    fn duration_follows_timestamps_across_the_wrap() {
+        let duration = |stamps: &[u32]| {
+            let mut f = FlvFile::new(Cursor::new(Vec::new())).unwrap();
+            for &ts in stamps {
+                f.write_packet(&pkt(8, ts, &[0xaf, 1, 9])).unwrap();
+            }
+            let bytes = f.finish().unwrap().into_inner();
+            let m = recording_metadata(None);
+            number_at(&bytes, FILE_HEADER_LEN + TAG_HEADER_LEN + m.duration_pos)
+        };
+        // the last tag's timestamp, as before, even when it is behind a little (interleaving)
+        assert_eq!(duration(&[0, 40, 30]), 0.04);
+        // the first timestamp of a session that starts late on the timeline counts
+        assert_eq!(duration(&[0x9000_0000]), f64::from(0x9000_0000u32) / 1000.0);
+        // after the wrap the file's timeline is the wrapped one, not stuck before it
+        assert_eq!(duration(&[u32::MAX - 20, u32::MAX - 10, 30]), 0.03);
     }
 
     #[test]

@@ -129,12 +129,17 @@ impl<F: AsRef<Packet> + Clone> GopCache<F> {
         self.replay().next().is_none()
     }
 
-    /// Milliseconds between the first and the last cached GOP packet.
+    /// Milliseconds between the first and the last cached GOP packet (0 when the last is
+    /// behind). Stream timestamps wrap modulo 2^32: the difference is taken in wrapping
+    /// arithmetic and read as signed, exact for packets less than 2^31 ms apart.
     pub fn span_ms(&self) -> u32 {
         let first = self.gops.front().and_then(|g| g.first());
         let last = self.gops.back().and_then(|g| g.last());
         match (first, last) {
-            (Some(a), Some(b)) => b.as_ref().timestamp.saturating_sub(a.as_ref().timestamp),
+            (Some(a), Some(b)) => {
+                let d = b.as_ref().timestamp.wrapping_sub(a.as_ref().timestamp);
+                (d as i32).max(0) as u32
+            }
             _ => 0,
         }
     }
@@ -210,6 +215,22 @@ mod tests {
             assert_eq!(keyframes, n.min(4), "gop_num {n}");
             assert_eq!(c.replay().filter(|p| p.sequence_header).count(), 2);
         }
+    }
+
+    #[test]
+    fn span_is_measured_across_the_timestamp_wrap() {
+        let mut c = GopCache::new(GopLimits::with_gop_num(2));
+        let at = |ms: u32| (u32::MAX - 100).wrapping_add(ms);
+        c.push(&video(at(0), true));
+        c.push(&audio(at(50)));
+        c.push(&video(at(200), true));
+        c.push(&audio(at(230)));
+        assert_eq!(c.span_ms(), 230);
+        // a last packet slightly behind the first (interleaving) is no span, not 49 days
+        let mut c = GopCache::new(GopLimits::with_gop_num(1));
+        c.push(&video(1000, true));
+        c.push(&audio(990));
+        assert_eq!(c.span_ms(), 0);
     }
 
     #[test]
