@@ -50,7 +50,8 @@ impl TrackProbe {
         }
         if p.kind != PacketKind::Meta {
             let first = *self.first_media_ts.get_or_insert(p.timestamp);
-            if p.timestamp.saturating_sub(first) >= PROBE_SPAN_MS {
+            // Wrap-safe, like every comparison of stream timestamps.
+            if p.timestamp.wrapping_sub(first) as i32 >= PROBE_SPAN_MS as i32 {
                 return Some((self.audio, self.video));
             }
         }
@@ -236,6 +237,16 @@ mod tests {
             Some((true, false))
         );
         assert_eq!(TrackProbe::new().seen(), (true, true));
+        // The same across the 32-bit wrap of stream timestamps.
+        let mut p = TrackProbe::new();
+        let start = u32::MAX - 400;
+        for ts in (0..PROBE_SPAN_MS).step_by(23) {
+            assert_eq!(p.push(&pkt(8, start.wrapping_add(ts), &[0xaf, 1, 0])), None);
+        }
+        assert_eq!(
+            p.push(&pkt(8, start.wrapping_add(PROBE_SPAN_MS), &[0xaf, 1, 0])),
+            Some((true, false))
+        );
     }
 
     #[test]
