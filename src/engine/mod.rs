@@ -6,6 +6,7 @@ mod frame;
 mod hub;
 mod messages;
 mod queue;
+mod reply_queue;
 mod sessions;
 mod sink;
 mod stats;
@@ -18,6 +19,7 @@ pub use queue::{
     nudge, ready, ready_or_direct, CloseReason, DirectWire, DirectWrite, Item, PlayerQueue,
     QueueLimits, QueueRef,
 };
+pub use reply_queue::{wait_for_room, ReplyQueue, MAX_REPLY_BYTES};
 pub use sessions::{Counters, Protocol, Role, SessionGuard, SessionStat, Sessions, Totals};
 pub use sink::{PublishInfo, SinkFactory, StreamSink};
 pub use stats::{gather_sessions, gather_totals, scatter};

@@ -18,8 +18,8 @@ use super::resync::{Backoff, Resync};
 use super::url::RtmpUrl;
 use super::{RelaySpec, StatusHandle, Stop};
 use crate::engine::{
-    nudge, ready, CloseReason, Frame, Hub, Item, PlayerQueue, PlayerTicket, Protocol, QueueLimits,
-    QueueRef, Role, Sessions, StreamSink,
+    nudge, ready, wait_for_room, CloseReason, Frame, Hub, Item, PlayerQueue, PlayerTicket,
+    Protocol, QueueLimits, QueueRef, ReplyQueue, Role, Sessions, StreamSink,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::chunk::Message;
@@ -30,7 +30,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// shut (so the last bytes are not cut by a reset).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 const MAX_BATCH: usize = 512;
-
 /// Where a push's queue comes from, and how a closed (too slow) queue is replaced.
 enum Input {
     /// A player of the local stream on this shard.
@@ -251,7 +250,7 @@ async fn pump(
     let (rd, mut wr) = shards::split(opened.stream).map_err(|e| format!("split: {e}"))?;
     let session = Rc::new(RefCell::new(opened.session));
     let gone: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
-    let control: Rc<RefCell<VecDeque<Bytes>>> = Rc::new(RefCell::new(VecDeque::new()));
+    let control: Rc<RefCell<ReplyQueue>> = Rc::new(RefCell::new(ReplyQueue::default()));
     let queue_for_reader: Rc<RefCell<QueueRef>> = Rc::new(RefCell::new(input.queue()));
     let reader = glommio::spawn_local(remote_reader(
         rd,
@@ -284,7 +283,7 @@ async fn pump(
                 input.renew().await;
                 return Err("remote too slow: the queue overflowed".into());
             }
-            batch.extend(control.borrow_mut().drain(..));
+            batch.extend(control.borrow_mut().take_all());
             for _ in 0..MAX_BATCH {
                 let Some(item) = q.borrow_mut().pop() else {
                     break;
@@ -327,6 +326,8 @@ async fn pump(
         }
     }
     .await;
+    // Nothing more is written: a reader waiting for room must not wait for it.
+    control.borrow_mut().close();
 
     let mut reader = reader;
     if result.is_ok() {
@@ -382,11 +383,12 @@ fn send(session: &Rc<RefCell<ClientSession>>, p: &Packet) -> Result<(), String> 
 }
 
 /// Reads what the remote sends (acks, pings, status) into the session; the writer sends the
-/// replies. Ends on EOF, error or a refusal, leaving the reason in `gone`.
+/// replies. Ends on EOF, error or a refusal, leaving the reason in `gone`. Reads no more while
+/// the replies waiting pass [`MAX_REPLY_BYTES`](crate::engine::MAX_REPLY_BYTES) (a remote that pings without reading).
 async fn remote_reader(
     mut rd: shards::ReadHalf,
     session: Rc<RefCell<ClientSession>>,
-    control: Rc<RefCell<VecDeque<Bytes>>>,
+    control: Rc<RefCell<ReplyQueue>>,
     gone: Rc<RefCell<Option<String>>>,
     queue: Rc<RefCell<QueueRef>>,
 ) {
@@ -397,27 +399,34 @@ async fn remote_reader(
             Err(e) => break format!("read: {e}"),
             Ok(n) => n,
         };
-        let mut s = session.borrow_mut();
-        if let Err(e) = s.feed(&buf[..n]) {
-            break e.to_string();
-        }
-        let mut refused = None;
-        while let Some(ev) = s.poll_event() {
-            match ev {
-                ClientEvent::Status(i) if is_refusal(&i.code) => {
-                    refused = Some(format!("{} {}", i.code, i.description))
-                }
-                ClientEvent::Error(i) => refused = Some(format!("{} {}", i.code, i.description)),
-                _ => {}
+        let refused = {
+            let mut s = session.borrow_mut();
+            if let Err(e) = s.feed(&buf[..n]) {
+                break e.to_string();
             }
-        }
-        while let Some(out) = s.take_output() {
-            control.borrow_mut().push_back(out);
-        }
-        drop(s);
+            let mut refused = None;
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    ClientEvent::Status(i) if is_refusal(&i.code) => {
+                        refused = Some(format!("{} {}", i.code, i.description))
+                    }
+                    ClientEvent::Error(i) => {
+                        refused = Some(format!("{} {}", i.code, i.description))
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(out) = s.take_output() {
+                control.borrow_mut().push(out);
+            }
+            refused
+        };
         nudge(&queue.borrow());
         if let Some(r) = refused {
             break r;
+        }
+        if !wait_for_room(&control).await {
+            break "push ended".to_string();
         }
     };
     *gone.borrow_mut() = Some(reason);

@@ -20,8 +20,8 @@ use glommio::timer::Timer;
 use shards::StopSignal;
 
 use crate::engine::{
-    gather_sessions, nudge, ready_or_direct, CloseReason, DirectWire, Frame, Item, PlayerKind,
-    QueueRef, Role, SessionStat, ShardMsg,
+    gather_sessions, nudge, ready_or_direct, wait_for_room, CloseReason, DirectWire, Frame, Item,
+    PlayerKind, QueueRef, ReplyQueue, Role, SessionStat, ShardMsg,
 };
 use crate::flv::live::{BodyFraming, TrackProbe};
 use crate::flv::{file_header, ws};
@@ -402,13 +402,14 @@ pub(super) async fn viewer(
 }
 
 /// HTTP: anything the client sends after the request is ignored; EOF means it left.
-/// WebSocket: answers pings, ends on close, rejects bad frames.
+/// WebSocket: answers pings, ends on close, rejects bad frames; reads no more while the pongs
+/// waiting pass [`crate::engine::MAX_REPLY_BYTES`] (a client pinging without reading).
 async fn viewer_reader(
     mut rd: shards::ReadHalf,
     framing: BodyFraming,
     rest: Bytes,
     queue: QueueRef,
-    control: Rc<RefCell<VecDeque<Bytes>>>,
+    control: Rc<RefCell<ReplyQueue>>,
 ) {
     let mut buf = vec![0u8; 4096];
     let mut pending = BytesMut::from(&rest[..]);
@@ -421,14 +422,15 @@ async fn viewer_reader(
                         ws::OP_PING => {
                             control
                                 .borrow_mut()
-                                .push_back(ws::frame(ws::OP_PONG, &f.payload));
+                                .push(ws::frame(ws::OP_PONG, &f.payload));
                             nudge(&queue);
+                            if !wait_for_room(&control).await {
+                                break 'read;
+                            }
                         }
                         ws::OP_CLOSE => {
                             let code = f.payload.get(..2).unwrap_or(&[0x03, 0xe8]).to_vec();
-                            control
-                                .borrow_mut()
-                                .push_back(ws::frame(ws::OP_CLOSE, &code));
+                            control.borrow_mut().push(ws::frame(ws::OP_CLOSE, &code));
                             break 'read;
                         }
                         _ => {}
@@ -437,7 +439,7 @@ async fn viewer_reader(
                         tracing::info!("ws-flv viewer: {e}");
                         control
                             .borrow_mut()
-                            .push_back(ws::frame(ws::OP_CLOSE, &1002u16.to_be_bytes()));
+                            .push(ws::frame(ws::OP_CLOSE, &1002u16.to_be_bytes()));
                         break 'read;
                     }
                 }
@@ -498,7 +500,7 @@ async fn viewer_writer(
     wr: &mut shards::WriteHalf,
     framing: BodyFraming,
     queue: &QueueRef,
-    control: &Rc<RefCell<VecDeque<Bytes>>>,
+    control: &Rc<RefCell<ReplyQueue>>,
     counters: &crate::engine::Counters,
 ) -> ConnResult<()> {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(BATCH_CAPACITY);
@@ -544,7 +546,7 @@ async fn viewer_writer(
             None => woke.await,
         }
         pacer.before_batch(had_items).await;
-        let ctl: Vec<Bytes> = control.borrow_mut().drain(..).collect();
+        let ctl: Vec<Bytes> = control.borrow_mut().take_all().collect();
         let closing = ctl
             .iter()
             .any(|b| b.first().is_some_and(|&b0| b0 & 0x0f == ws::OP_CLOSE));

@@ -3,18 +3,16 @@
 //! control replies its reader hands to its writer, and its stats session.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use glommio::net::TcpStream;
 
 use crate::engine::{
     DirectWire, DirectWrite, PlayerHandOff, PlayerKind, PlayerQueue, PlayerTicket, Protocol,
-    QueueLimits, QueueRef, Role, SessionGuard, ShardMsg,
+    QueueLimits, QueueRef, ReplyQueue, Role, SessionGuard, ShardMsg,
 };
 use crate::flv::live::BodyFraming;
 
@@ -37,7 +35,7 @@ pub(super) struct PlayerConn {
     pub wr: shards::WriteHalf,
     pub queue: QueueRef,
     /// Replies produced while reading (RTMP acks/pongs, WebSocket pongs) for the writer to send.
-    pub control: Rc<RefCell<VecDeque<Bytes>>>,
+    pub control: Rc<RefCell<ReplyQueue>>,
     pub guard: SessionGuard,
     ticket: PlayerTicket,
 }
@@ -170,7 +168,7 @@ pub(super) async fn join(
     let conn = PlayerConn {
         wr,
         queue,
-        control: Rc::new(RefCell::new(VecDeque::new())),
+        control: Rc::new(RefCell::new(ReplyQueue::default())),
         guard,
         ticket,
     };
@@ -187,6 +185,8 @@ impl PlayerConn {
             .set(self.queue.borrow().dropped_packets);
         st.hub.play_leave(&self.ticket).await;
         self.wr.shutdown();
+        // A reader waiting for the writer to take its replies is not woken by the shutdown.
+        self.control.borrow_mut().close();
         reader.await;
         tracing::info!(stream = %self.ticket.key, "play end");
     }

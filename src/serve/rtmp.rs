@@ -16,8 +16,8 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use crate::engine::{
-    nudge, ready_or_direct, Counters, DirectWire, Item, PlayerKind, Protocol, PublisherHandOff,
-    QueueRef, Role, ShardMsg,
+    nudge, ready_or_direct, wait_for_room, Counters, DirectWire, Item, PlayerKind, Protocol,
+    PublisherHandOff, QueueRef, ReplyQueue, Role, ShardMsg,
 };
 use crate::media::{Packet, PacketKind};
 use crate::rtmp::server_session::{ServerEvent, ServerSession};
@@ -77,10 +77,13 @@ pub async fn handle_connection(st: Rc<ShardState>, mut stream: TcpStream) {
 
 async fn flush(stream: &mut TcpStream, session: &mut ServerSession) -> ConnResult<()> {
     while let Some(out) = session.take_output() {
-        stream
-            .write_all(&out)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        stream.write_all(&out).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                "write timeout: peer not reading".to_string()
+            } else {
+                format!("write: {e}")
+            }
+        })?;
     }
     Ok(())
 }
@@ -213,6 +216,10 @@ async fn run_publisher(
         return Err(e.to_string());
     }
     let _ = stream.set_read_timeout(st.read_timeout);
+    // The replies (acks, pongs) are written between reads: a publisher that does not read them
+    // would otherwise block the flush forever, where no read timeout can fire, and hold the
+    // stream.
+    let _ = stream.set_write_timeout(Some(st.write_timeout));
     let result = publish_loop(&st, &mut stream, &mut session, &key, id, &guard.counters).await;
     st.hub.publish_end(&key, id).await;
     tracing::info!(stream = %key, peer = ?peer, "publish end");
@@ -348,12 +355,13 @@ pub(super) async fn play(
 }
 
 /// Reads what a player sends (acks, pings, closeStream) and hands the session's replies to the
-/// writer, which owns the socket's write side.
+/// writer, which owns the socket's write side. Reads no more while the replies waiting pass
+/// [`crate::engine::MAX_REPLY_BYTES`] (a peer that asks without reading what it is sent).
 async fn player_reader(
     mut rd: shards::ReadHalf,
     session: Rc<RefCell<ServerSession>>,
     queue: QueueRef,
-    control: Rc<RefCell<VecDeque<Bytes>>>,
+    control: Rc<RefCell<ReplyQueue>>,
 ) {
     let mut buf = vec![0u8; 4096];
     loop {
@@ -361,26 +369,28 @@ async fn player_reader(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let mut s = session.borrow_mut();
-        if let Err(e) = s.feed(&buf[..n]) {
-            tracing::info!("rtmp player protocol error: {e}");
-            break;
-        }
-        let mut stop = false;
-        while let Some(ev) = s.poll_event() {
-            if matches!(
-                ev,
-                ServerEvent::CloseStream { .. } | ServerEvent::Unpublish { .. }
-            ) {
-                stop = true;
+        let stop = {
+            let mut s = session.borrow_mut();
+            if let Err(e) = s.feed(&buf[..n]) {
+                tracing::info!("rtmp player protocol error: {e}");
+                break;
             }
-        }
-        while let Some(out) = s.take_output() {
-            control.borrow_mut().push_back(out);
-        }
-        drop(s);
+            let mut stop = false;
+            while let Some(ev) = s.poll_event() {
+                if matches!(
+                    ev,
+                    ServerEvent::CloseStream { .. } | ServerEvent::Unpublish { .. }
+                ) {
+                    stop = true;
+                }
+            }
+            while let Some(out) = s.take_output() {
+                control.borrow_mut().push(out);
+            }
+            stop
+        };
         nudge(&queue);
-        if stop {
+        if stop || !wait_for_room(&control).await {
             break;
         }
     }
@@ -394,7 +404,7 @@ async fn player_writer(
     wr: &mut shards::WriteHalf,
     session: &Rc<RefCell<ServerSession>>,
     queue: &QueueRef,
-    control: &Rc<RefCell<VecDeque<Bytes>>>,
+    control: &Rc<RefCell<ReplyQueue>>,
     counters: &Counters,
 ) -> ConnResult<()> {
     let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(BATCH_CAPACITY);
@@ -427,7 +437,7 @@ async fn player_writer(
                         "No such stream: nothing is published under this name.",
                     );
                     take_session_output(session, &mut batch);
-                    let _ = wr.write_vectored_all(&mut batch).await;
+                    let _ = wr.write_vectored_within(&mut batch, st.write_timeout).await;
                     return Err("no publisher within play_wait_timeout".into());
                 }
             }
@@ -437,7 +447,7 @@ async fn player_writer(
         if let Some(reason) = queue.borrow().closed() {
             return Err(format!("player closed: {reason:?}"));
         }
-        batch.extend(control.borrow_mut().drain(..));
+        batch.extend(control.borrow_mut().take_all());
         for _ in 0..MAX_BATCH_FRAMES {
             let Some(item) = queue.borrow_mut().pop() else {
                 break;
