@@ -32,11 +32,12 @@ fn batched_publisher_reads_keep_media_exact_and_idle_publishers_dropped() {
         Recorder::start(PlayerKind::Ffmpeg, &play, dir.path(), "ffmpeg"),
         Recorder::start(PlayerKind::Rtmpdump, &play, dir.path(), "rtmpdump"),
     ];
-    sleep(Duration::from_millis(700));
+    wait_players(&s, 2);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
 
-    // Wait until the busy publisher has switched the shard to batched reads.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Wait until the busy publisher has switched the shard to batched reads (counted from
+    // spawning ffmpeg, which starts slowly on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !s.log().contains("batched reads on") {
         assert!(
             Instant::now() < deadline,

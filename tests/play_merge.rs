@@ -5,8 +5,6 @@
 mod common;
 
 use common::*;
-use std::thread::sleep;
-use std::time::Duration;
 
 #[test]
 fn merged_writes_deliver_exact_media_over_rtmp_and_httpflv() {
@@ -24,7 +22,8 @@ fn merged_writes_deliver_exact_media_over_rtmp_and_httpflv() {
         Recorder::start(PlayerKind::Rtmpdump, &rtmp, dir.path(), "rtmpdump"),
         Recorder::start(PlayerKind::Ffmpeg, &http, dir.path(), "ffmpeg-httpflv"),
     ];
-    sleep(Duration::from_millis(700));
+    // The HTTP-FLV player waits for the publisher too (`--flv_wait_publisher`).
+    wait_players(&s, 3);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
     publisher.wait_success(PUBLISH_TIMEOUT);
     let source = media_tags(Media::Av);

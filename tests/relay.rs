@@ -144,34 +144,19 @@ fn wait_relay_where(
     }
 }
 
-/// Open players of any protocol on `s` (as `wait_players` counts them).
-fn players(s: &Server) -> u64 {
-    let (code, text) = s.api_get("/metrics");
-    assert_eq!(code, 200, "{text}");
-    text.lines()
-        .filter_map(|l| {
-            l.strip_prefix("livego_players{")?
-                .split_once("} ")?
-                .1
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Waits until `s` has no open player (a player that exited is closed on the server a moment
 /// later), so that `wait_players` counts only the players started next.
 #[track_caller]
 fn wait_no_players(s: &Server) {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let n = players(s);
-        if n == 0 {
+        let n = open_players(s);
+        if n == Some(0) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{n} players still open after {START_TIMEOUT:?}"
+            "{n:?} players still open after {START_TIMEOUT:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

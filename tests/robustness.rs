@@ -228,7 +228,7 @@ fn bad_clients_are_dropped_and_the_server_keeps_serving() {
         dir.path(),
         "after",
     );
-    thread::sleep(Duration::from_millis(700));
+    wait_players(&s, 1);
     ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")))
         .wait_success(PUBLISH_TIMEOUT);
     assert_recording(&mut player, &media_tags(Media::Av), true);
@@ -248,15 +248,17 @@ fn bad_client_does_not_disturb_a_live_stream() {
         dir.path(),
         "live",
     );
-    thread::sleep(Duration::from_millis(700));
+    wait_players(&s, 1);
+    let source = media_tags(Media::Av);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
-    thread::sleep(Duration::from_secs(2));
+    // The bad clients come while the stream runs (2 s in).
+    wait_published_frames(&s, "live/movie", &source, 50);
     for (name, case) in cases() {
         let mut c = case(s.rtmp_port);
         assert_eq!(c.wait_closed(CLOSE_BOUND), Closed::Yes, "{name}");
     }
     publisher.wait_success(PUBLISH_TIMEOUT);
-    let m = assert_recording(&mut player, &media_tags(Media::Av), true);
+    let m = assert_recording(&mut player, &source, true);
     assert_eq!(m.video_start, 0);
 }
 
@@ -355,7 +357,7 @@ fn sigterm_and_sigint_exit_zero() {
     assert_eq!(s.stop().code(), Some(0), "SIGTERM");
 
     // With a live publisher and player connected.
-    let s = Server::start(&["--play_wait_timeout", "20"]);
+    let mut s = Server::start(&["--play_wait_timeout", "20"]);
     let key = s.key_for("movie");
     let dir = scratch_dir();
     let _player = Recorder::start(
@@ -364,15 +366,20 @@ fn sigterm_and_sigint_exit_zero() {
         dir.path(),
         "p",
     );
+    wait_players(&s, 1);
     let _publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
-    thread::sleep(Duration::from_secs(2));
+    // Media flowing (1 s in), not merely the processes started.
+    wait_published_frames(&s, "live/movie", &media_tags(Media::Av), 25);
+    // Stopped promptly with its clients (bound with slack for a loaded machine; `stop` would
+    // kill it after STOP_TIMEOUT, so it is signalled and waited for here).
+    let bound = Duration::from_secs(8);
     let t = std::time::Instant::now();
-    assert_eq!(s.stop().code(), Some(0), "SIGTERM with clients");
-    assert!(
-        t.elapsed() < Duration::from_secs(4),
-        "took {:?}",
-        t.elapsed()
-    );
+    s.signal(libc::SIGTERM);
+    let st = s
+        .wait_exit(bound)
+        .unwrap_or_else(|| panic!("SIGTERM with clients: still running after {bound:?}"));
+    assert_eq!(st.code(), Some(0), "SIGTERM with clients: {st}");
+    eprintln!("stopped with clients in {:?}", t.elapsed());
 
     let mut s = Server::start(&[]);
     s.signal(libc::SIGINT);
@@ -439,7 +446,17 @@ fn a_port_freed_soon_after_start_is_waited_for() {
             .args(["--hls_addr", &addr(hls), "--api_addr", &addr(api)]),
         &dir.path().join("server.log"),
     );
-    thread::sleep(Duration::from_millis(500));
+    // Free the port once the server is retrying it (a fixed delay may end before a slow start
+    // even reached the port, or after the retries gave up).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("is in use; retrying") {
+        assert!(
+            std::time::Instant::now() < deadline && server.try_status().is_none(),
+            "{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
     assert!(server.try_status().is_none(), "{}", server.log());
     drop(holder);
     assert!(

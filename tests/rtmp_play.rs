@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 /// Players that arrive before the publisher wait for it and then get everything from the
@@ -17,7 +16,7 @@ fn players_before_publisher(media_kind: Media) {
         Recorder::start(PlayerKind::Ffmpeg, &play, dir.path(), "ffmpeg"),
         Recorder::start(PlayerKind::Rtmpdump, &play, dir.path(), "rtmpdump"),
     ];
-    sleep(Duration::from_millis(700));
+    wait_players(&s, 2);
     let mut publisher = ffmpeg_publish(&media(media_kind), &s.rtmp_url(&format!("live/{key}")));
     publisher.wait_success(PUBLISH_TIMEOUT);
     let source = media_tags(media_kind);
@@ -43,24 +42,72 @@ fn audio_only_stream_is_exact() {
     players_before_publisher(Media::AudioOnly);
 }
 
-/// A player joining at about 3.5 s gets metadata, sequence headers and the cached GOPs (audio
-/// included), then live; returns the first source video index it received.
-fn late_player_start(gop_num: &str) -> usize {
-    let s = Server::start(&["--gop_num", gop_num]);
+/// The source video frame (index) a player joining a stream whose first `joined` video frames
+/// are in the stream starts at: with `gop_num` GOPs cached, the keyframe of the `gop_num`-th
+/// latest GOP among those frames; without a cache, the next keyframe.
+fn expected_start(keyframes: &[usize], gop_num: usize, joined: usize) -> usize {
+    if gop_num == 0 {
+        return *keyframes
+            .iter()
+            .find(|&&k| k >= joined)
+            .expect("joined after the last keyframe");
+    }
+    let latest = keyframes
+        .iter()
+        .rposition(|&k| k < joined)
+        .expect("joined before the first keyframe");
+    keyframes[latest.saturating_sub(gop_num - 1)]
+}
+
+/// Players joining at about 3.5 s into the stream (by the publisher's progress as the server
+/// counts it, not by a clock) get metadata, sequence headers and the cached GOPs (audio
+/// included), then live. Each must start exactly where `gop_num` says for the moment it joined,
+/// which lies between the server's counts before the players were started and after both
+/// joined; returns the video frames they started at.
+fn late_player_start(gop_num: usize) -> Vec<usize> {
+    let s = Server::start(&["--gop_num", &gop_num.to_string()]);
     let dir = scratch_dir();
     let key = s.key_for("movie");
     let play = s.rtmp_url("live/movie");
+    let source = media_tags(Media::Av);
+    let keyframes: Vec<usize> = flv::video_frames(&source)
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_keyframe())
+        .map(|(i, _)| i)
+        .collect();
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
-    sleep(Duration::from_millis(3500));
+    // Frame 88 is 3.5 s in. The last frame counted may not have reached the stream yet.
+    let before = wait_published_frames(&s, "live/movie", &source, 88) - 1;
     let mut players = [
         Recorder::start(PlayerKind::Ffmpeg, &play, dir.path(), "late-ffmpeg"),
         Recorder::start(PlayerKind::Rtmpdump, &play, dir.path(), "late-rtmpdump"),
     ];
+    wait_players(&s, 2);
+    // At least what was counted when they joined (a count below the first one would be a reply
+    // missing a shard's sessions).
+    let after = wait_published_frames(&s, "live/movie", &source, before + 1);
     publisher.wait_success(PUBLISH_TIMEOUT);
-    let source = media_tags(Media::Av);
+    let (earliest, latest) = (
+        expected_start(&keyframes, gop_num, before),
+        expected_start(&keyframes, gop_num, after),
+    );
+    eprintln!(
+        "gop_num {gop_num}: players joined with video frames {before}..={after} in the stream, \
+         so they start at frame {earliest}..={latest}"
+    );
     let starts: Vec<usize> = players
         .iter_mut()
-        .map(|p| assert_recording(p, &source, true).video_start)
+        .map(|p| {
+            let start = assert_recording(p, &source, true).video_start;
+            assert!(
+                (earliest..=latest).contains(&start),
+                "gop_num {gop_num}: {} started at video frame {start}, but joined with frames \
+                 {before}..={after} in the stream, so should start at {earliest}..={latest}",
+                p.label
+            );
+            start
+        })
         .collect();
     // The metadata reaches late players too.
     let dump = flv::read_flv(&players[1].out);
@@ -70,33 +117,32 @@ fn late_player_start(gop_num: &str) -> usize {
         "rtmpdump got no onMetaData"
     );
     eprintln!("gop_num {gop_num}: late players start at video frames {starts:?}");
-    *starts.iter().min().unwrap()
+    starts
 }
 
 #[test]
 fn late_player_starts_at_the_cached_keyframe() {
-    // Joined at ~3.5 s with GOPs of 1 s: the latest keyframe is frame 75 (50 if the machine is slow).
-    let start = late_player_start("1");
-    assert!(
-        (50..=100).contains(&start),
-        "gop_num 1: started at frame {start}"
-    );
+    // Joined at ~3.5 s with GOPs of 1 s: the latest keyframe, frame 75 (later if the players
+    // took long to join).
+    let starts = late_player_start(1);
+    assert!(starts.iter().all(|&s| s >= 75), "gop_num 1: {starts:?}");
 }
 
 #[test]
 fn gop_num_2_caches_two_gops() {
-    let start = late_player_start("2");
-    assert!(
-        (25..=75).contains(&start),
-        "gop_num 2: started at frame {start}"
-    );
+    // The GOP before the latest too: frame 50 at ~3.5 s.
+    let starts = late_player_start(2);
+    assert!(starts.iter().all(|&s| s >= 50), "gop_num 2: {starts:?}");
 }
 
 #[test]
 fn gop_num_0_means_no_cache() {
     // No cache: the player waits for the next keyframe after it joined (frame 100 at ~3.5 s).
-    let start = late_player_start("0");
-    assert!(start >= 75, "gop_num 0: started at cached frame {start}");
+    let starts = late_player_start(0);
+    assert!(
+        starts.iter().all(|&s| s >= 100),
+        "gop_num 0: started at a cached frame: {starts:?}"
+    );
 }
 
 #[test]
@@ -104,7 +150,8 @@ fn publisher_end_ends_players_with_unpublish_notify() {
     let s = Server::start(&[]);
     let key = s.key_for("movie");
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
-    sleep(Duration::from_millis(1500));
+    // Join a running stream (1 s in).
+    wait_published_frames(&s, "live/movie", &media_tags(Media::Av), 25);
 
     let mut raw = rtmp::RawRtmp::connect(s.rtmp_port);
     raw.handshake().expect("handshake");
@@ -153,10 +200,12 @@ fn publisher_end_ends_players_with_unpublish_notify() {
         "raw player got only {media_msgs} media messages"
     );
     let ended = Instant::now();
-    publisher.wait_success(Duration::from_secs(5));
-    ff.proc.wait_exit(Duration::from_secs(10));
+    publisher.wait_success(Duration::from_secs(10));
+    // Told the stream ended, ffmpeg stops at once; not told, it would wait for its
+    // CLIENT_RW_TIMEOUT (20 s) without data.
+    ff.proc.wait_exit(PLAYER_END_TIMEOUT);
     assert!(
-        ended.elapsed() < Duration::from_secs(10),
+        ended.elapsed() < PLAYER_END_TIMEOUT,
         "ffmpeg player took {:?} to end",
         ended.elapsed()
     );

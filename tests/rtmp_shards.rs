@@ -48,7 +48,7 @@ fn six_streams_on_two_shards_are_exact() {
             ));
         }
     }
-    sleep(Duration::from_millis(700));
+    wait_players(&s, players.len() as u64);
     let mut publishers: Vec<ProcGuard> = rooms
         .iter()
         .enumerate()
@@ -156,7 +156,7 @@ fn a_small_audience_is_served_by_the_owner_shard() {
             Recorder::start(kind, url, dir.path(), &format!("p{j}"))
         })
         .collect();
-    sleep(Duration::from_millis(700));
+    wait_players(&s, players.len() as u64);
     let key = s.key_for(room);
     let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -31,7 +31,8 @@ api = true
 
 /// Bounds of the harness's own waits.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server allows itself 10 s at stop to finalise recordings; the harness waits longer.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use loadtest::ports::{free_port, free_ports};
@@ -646,16 +647,12 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no metric {name}:\n{text}"))
 }
 
-/// Waits until the server counts at least `n` open players of any protocol (a player still
-/// waiting for its stream counts), so that a publish started next reaches every one of them
-/// from its first frame. Replaces a guess at how long the players take to start.
-#[track_caller]
-pub fn wait_players(s: &Server, n: u64) {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let (code, text) = s.api_get("/metrics");
-        let open: u64 = text
-            .lines()
+/// Open players of any protocol, as /metrics counts them (a player still waiting for its
+/// stream counts); None when /metrics does not answer 200.
+pub fn open_players(s: &Server) -> Option<u64> {
+    let (code, text) = s.api_get("/metrics");
+    (code == 200).then(|| {
+        text.lines()
             .filter_map(|l| {
                 l.strip_prefix("livego_players{")?
                     .split_once("} ")?
@@ -663,13 +660,24 @@ pub fn wait_players(s: &Server, n: u64) {
                     .parse::<u64>()
                     .ok()
             })
-            .sum();
-        if code == 200 && open >= n {
+            .sum()
+    })
+}
+
+/// Waits until the server counts at least `n` open players, so that a publish started next
+/// reaches every one of them from its first frame. Replaces a guess at how long the players
+/// take to start.
+#[track_caller]
+pub fn wait_players(s: &Server, n: u64) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let open = open_players(s);
+        if open.is_some_and(|o| o >= n) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{open} of {n} players joined within {START_TIMEOUT:?} (status {code}):\n{text}"
+            "{open:?} of {n} players joined within {START_TIMEOUT:?}"
         );
         thread::sleep(Duration::from_millis(50));
     }
@@ -964,4 +972,57 @@ pub fn assert_recording(
             tail(&rec.proc.log(), 20)
         )
     })
+}
+
+/// Video payload bytes the server has received so far from the publisher of `key` (`app/room`),
+/// by `/stat/livestat` (0 while the stream has no publisher).
+pub fn published_video_bytes(s: &Server, key: &str) -> u64 {
+    let (code, stat) = s.api_json("/stat/livestat");
+    assert_eq!(code, 200, "/stat/livestat -> {stat}");
+    stat["data"]["publishers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["key"] == key)
+        .filter_map(|p| p["video_total_bytes"].as_u64())
+        .sum()
+}
+
+/// How many video frames of `source` (counted as `flv::video_frames` does, so a count is also an
+/// index into it) are complete within the first `bytes` bytes of its video payload, sequence
+/// header included: a publisher's progress in source frames, from `published_video_bytes`.
+pub fn video_frames_within(source: &[flv::Tag], bytes: u64) -> usize {
+    let mut total = 0u64;
+    let mut frames = 0;
+    for t in source.iter().filter(|t| t.is_video()) {
+        total += t.data.len() as u64;
+        if total > bytes {
+            break;
+        }
+        if t.is_media_frame() {
+            frames += 1;
+        }
+    }
+    frames
+}
+
+/// Waits until the server has received at least `frames` video frames of `source` from the
+/// publisher of `key`, and returns how many it had by then. The server counts a frame just
+/// before handing it to the stream, so all but at most the last one counted are in the stream
+/// (and its GOP cache) when this returns. Replaces a sleep meant to let a publisher get going,
+/// which a loaded machine, where ffmpeg starts slowly, can outlast.
+#[track_caller]
+pub fn wait_published_frames(s: &Server, key: &str, source: &[flv::Tag], frames: usize) -> usize {
+    let deadline = Instant::now() + PUBLISH_TIMEOUT;
+    loop {
+        let got = video_frames_within(source, published_video_bytes(s, key));
+        if got >= frames {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher of {key} sent {got} of {frames} video frames within {PUBLISH_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
