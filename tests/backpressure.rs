@@ -171,13 +171,7 @@ fn playing(port: u16, room: &str) -> RawRtmp {
 
 /// Whether `/stat/livestat` lists a publisher of `key` (`app/room`).
 fn is_publishing(s: &Server, key: &str) -> bool {
-    let (code, stat) = s.api_json("/stat/livestat");
-    assert_eq!(code, 200, "/stat/livestat -> {stat}");
-    stat["data"]["publishers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|p| p["key"] == key)
+    publishers(s).iter().any(|p| p["key"] == key)
 }
 
 /// Floods the server through `stream` (which never reads) while watching its memory; the
@@ -233,18 +227,7 @@ fn assert_flood_is_cut_off(s: &Server, stream: &mut TcpStream, first: &[u8], rep
 #[test]
 fn player_flooding_pings_without_reading_is_cut_off() {
     let s = server();
-    let movie = s.key_for("movie");
-    let dir = scratch_dir();
-    let mut recorder = Recorder::start(
-        PlayerKind::Ffmpeg,
-        &s.rtmp_url("live/movie"),
-        dir.path(),
-        "live",
-    );
-    wait_players(&s, 1);
-    let source = media_tags(Media::Av);
-    let mut publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{movie}")));
-    wait_published_frames(&s, "live/movie", &source, 50);
+    let watched = WatchedStream::start(&s, "movie", 50);
 
     // The bad player plays another stream, live but empty, so that only its replies flow.
     let _bait = empty_publisher(&s, "bait");
@@ -257,9 +240,7 @@ fn player_flooding_pings_without_reading_is_cut_off() {
         "no log line names why the player was cut off; log:\n{log}"
     );
 
-    publisher.wait_success(PUBLISH_TIMEOUT);
-    let m = assert_recording(&mut recorder, &source, true);
-    assert_eq!(m.video_start, 0);
+    watched.assert_whole();
 }
 
 /// The same with a WebSocket-FLV viewer flooding pings (each answered by a pong).
@@ -300,7 +281,6 @@ fn websocket_viewer_flooding_pings_without_reading_is_cut_off() {
 #[test]
 fn publisher_not_reading_its_replies_is_dropped() {
     let s = server();
-    let key = s.key_for("movie");
     let mut bad = empty_publisher(&s, "movie");
     assert!(is_publishing(&s, "live/movie"));
     // Short, so that the client notices soon after the server stopped reading.
@@ -339,18 +319,7 @@ fn publisher_not_reading_its_replies_is_dropped() {
     );
 
     // The key is free again: ffmpeg publishes it and a player gets every byte.
-    let dir = scratch_dir();
-    let mut recorder = Recorder::start(
-        PlayerKind::Ffmpeg,
-        &s.rtmp_url("live/movie"),
-        dir.path(),
-        "after",
-    );
-    wait_players(&s, 1);
-    ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")))
-        .wait_success(PUBLISH_TIMEOUT);
-    let m = assert_recording(&mut recorder, &media_tags(Media::Av), true);
-    assert_eq!(m.video_start, 0);
+    WatchedStream::start(&s, "movie", 0).assert_whole();
 }
 
 /// A player that reads its replies is never cut off for pinging: pings and pongs in lockstep,

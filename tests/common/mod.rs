@@ -957,6 +957,45 @@ impl Recorder {
     }
 }
 
+/// A stream under way, for checks that something else leaves it alone: an ffmpeg player
+/// records `live/<room>` from before an ffmpeg publish of the A/V test media starts.
+pub struct WatchedStream {
+    recorder: Recorder,
+    publisher: ProcGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl WatchedStream {
+    /// Starts the player, then (once the server counts it) the publisher with the room's key,
+    /// and returns when the server has received `frames` of its video frames.
+    #[track_caller]
+    pub fn start(s: &Server, room: &str, frames: usize) -> WatchedStream {
+        let dir = scratch_dir();
+        let before = open_players(s).unwrap_or(0);
+        let url = s.rtmp_url(&format!("live/{room}"));
+        let recorder = Recorder::start(PlayerKind::Ffmpeg, &url, dir.path(), room);
+        wait_players(s, before + 1);
+        let key = s.key_for(room);
+        let publisher = ffmpeg_publish(&media(Media::Av), &s.rtmp_url(&format!("live/{key}")));
+        if frames > 0 {
+            let source = media_tags(Media::Av);
+            wait_published_frames(s, &format!("live/{room}"), &source, frames);
+        }
+        WatchedStream {
+            recorder,
+            publisher,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the publish to end; the player must have got all of it, byte for byte.
+    #[track_caller]
+    pub fn assert_whole(mut self) {
+        self.publisher.wait_success(PUBLISH_TIMEOUT);
+        assert_recording(&mut self.recorder, &media_tags(Media::Av), false);
+    }
+}
+
 /// Checks a finished recording against the source, naming the player on failure.
 #[track_caller]
 pub fn assert_recording(
@@ -977,15 +1016,21 @@ pub fn assert_recording(
 /// Video payload bytes the server has received so far from the publisher of `key` (`app/room`),
 /// by `/stat/livestat` (0 while the stream has no publisher).
 pub fn published_video_bytes(s: &Server, key: &str) -> u64 {
+    publishers(s)
+        .iter()
+        .filter(|p| p["key"] == key)
+        .filter_map(|p| p["video_total_bytes"].as_u64())
+        .sum()
+}
+
+/// The publishers `/stat/livestat` lists.
+pub fn publishers(s: &Server) -> Vec<serde_json::Value> {
     let (code, stat) = s.api_json("/stat/livestat");
     assert_eq!(code, 200, "/stat/livestat -> {stat}");
     stat["data"]["publishers"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["key"] == key)
-        .filter_map(|p| p["video_total_bytes"].as_u64())
-        .sum()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// How many video frames of `source` (counted as `flv::video_frames` does, so a count is also an
