@@ -249,21 +249,10 @@ fn websocket_viewer_flooding_pings_without_reading_is_cut_off() {
     let s = server();
     let _bait = empty_publisher(&s, "bait");
     let addr = SocketAddr::from(([127, 0, 0, 1], s.httpflv_port));
-    let mut ws = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    ws.write_all(
-        b"GET /live/bait.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
-        let mut b = [0u8; 1];
-        ws.read_exact(&mut b).expect("read the handshake reply");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = websocket_upgrade(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect"),
+        "/live/bait.flv",
+    );
     // Masked pings with no payload: 6 bytes each, each answered by a 2-byte pong.
     let ping = [0x89, 0x80, 0x11, 0x22, 0x33, 0x44];
     let pings = ping.repeat(FLOOD_WRITE / ping.len());

@@ -245,27 +245,10 @@ fn ws_send(s: &mut TcpStream, opcode: u8, payload: &[u8]) {
 }
 
 fn ws_connect(port: u16) -> TcpStream {
-    ws_handshake(TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap())
-}
-
-fn ws_handshake(mut ws: TcpStream) -> TcpStream {
-    ws.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    ws.write_all(
-        b"GET /live/movie.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    websocket_upgrade(
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap(),
+        "/live/movie.flv",
     )
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.extend(read_n(&mut ws, 1));
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
-        "{head}"
-    );
-    ws
 }
 
 #[test]
@@ -419,7 +402,7 @@ fn stalled_viewers_get_every_byte_in_their_framing() {
     let websocket = std::thread::spawn({
         let port = s.httpflv_port;
         move || {
-            let mut ws = ws_handshake(small_window_connect(port));
+            let mut ws = websocket_upgrade(small_window_connect(port), "/live/movie.flv");
             let mut body = read_with_stall(&mut ws, 20_000, stall);
             // Re-read the frames from the raw bytes: binary frames carry the FLV body.
             let raw = std::mem::take(&mut body);

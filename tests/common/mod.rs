@@ -957,6 +957,31 @@ impl Recorder {
     }
 }
 
+/// Upgrades `ws` to a WebSocket on `path` (the RFC 6455 sample key) and checks the 101 reply;
+/// returns the stream, its read timeout 20 s.
+#[track_caller]
+pub fn websocket_upgrade(mut ws: TcpStream, path: &str) -> TcpStream {
+    ws.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    ws.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        let mut b = [0u8; 1];
+        ws.read_exact(&mut b).expect("read the upgrade reply");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{head}"
+    );
+    ws
+}
+
 /// A stream under way, for checks that something else leaves it alone: an ffmpeg player
 /// records `live/<room>` from before an ffmpeg publish of the A/V test media starts.
 pub struct WatchedStream {
