@@ -2,7 +2,7 @@
 //! player (play_join on the owner shard); a static push is fed by a `StreamSink` of the publish
 //! session. Either way the input is a bounded `PlayerQueue`, so the stream never waits for us.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -43,6 +43,9 @@ enum Input {
     Sink {
         slot: Rc<RefCell<QueueRef>>,
         sessions: Rc<Sessions>,
+        /// Set by the sink when the publish session ended: the end must not be lost with a
+        /// queue that was closed (too slow) when it came.
+        ended: Rc<Cell<bool>>,
     },
 }
 
@@ -95,9 +98,14 @@ impl Input {
                 }
                 self.join().await;
             }
-            Input::Sink { slot, .. } => {
+            Input::Sink { slot, ended, .. } => {
                 let q = new_queue();
-                q.borrow_mut().push_event(Item::Live);
+                let state = if ended.get() {
+                    Item::Unpublished
+                } else {
+                    Item::Live
+                };
+                q.borrow_mut().push_event(state);
                 *slot.borrow_mut() = q;
             }
         }
@@ -437,6 +445,7 @@ async fn remote_reader(
 /// task's queue (never blocks) and ends the task with the session.
 struct StaticPushSink {
     slot: Rc<RefCell<QueueRef>>,
+    ended: Rc<Cell<bool>>,
 }
 
 impl StreamSink for StaticPushSink {
@@ -447,6 +456,9 @@ impl StreamSink for StaticPushSink {
     }
 
     fn on_end(&mut self) {
+        // A queue closed for being too slow drops this event; the task renews its queue after
+        // such a close, and the flag makes the new one start with the end.
+        self.ended.set(true);
         let q = self.slot.borrow().clone();
         q.borrow_mut().push_event(Item::Unpublished);
     }
@@ -462,9 +474,11 @@ pub fn static_push(
     let q = new_queue();
     q.borrow_mut().push_event(Item::Live);
     let slot = Rc::new(RefCell::new(q));
+    let ended = Rc::new(Cell::new(false));
     let mut input = Input::Sink {
         slot: slot.clone(),
         sessions,
+        ended: ended.clone(),
     };
     let key = key.clone();
     tracing::info!(stream = %key, "static push to {url}");
@@ -473,5 +487,5 @@ pub fn static_push(
         tracing::info!(stream = %key, "static push to {url} ended");
     })
     .detach();
-    Box::new(StaticPushSink { slot })
+    Box::new(StaticPushSink { slot, ended })
 }
