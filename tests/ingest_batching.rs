@@ -6,7 +6,6 @@ mod common;
 
 use common::rtmp::{Closed, RawRtmp};
 use common::*;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -37,15 +36,7 @@ fn batched_publisher_reads_keep_media_exact_and_idle_publishers_dropped() {
 
     // Wait until the busy publisher has switched the shard to batched reads (counted from
     // spawning ffmpeg, which starts slowly on a loaded machine).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.log().contains("batched reads on") {
-        assert!(
-            Instant::now() < deadline,
-            "batching never turned on; log:\n{}",
-            s.log()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    s.wait_log("batched reads on", Duration::from_secs(20));
 
     let mut idle = RawRtmp::connect(s.rtmp_port);
     idle.handshake().expect("handshake");

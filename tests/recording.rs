@@ -96,15 +96,7 @@ fn full_publish_is_recorded_exactly_and_finalised() {
     let m = flv::compare_media(&source, &tags, false).unwrap_or_else(|e| panic!("recording: {e}"));
     assert_eq!((m.video_start, m.audio_start, m.offset), (0, 0, 0));
     // The recorder logs the end just after patching the file: give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.log().contains("flv recording end") {
-        assert!(
-            Instant::now() < deadline,
-            "no \"flv recording end\" in the log:\n{}",
-            s.log()
-        );
-        sleep(Duration::from_millis(50));
-    }
+    s.wait_log("flv recording end", Duration::from_secs(10));
 }
 
 #[test]

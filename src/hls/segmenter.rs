@@ -16,7 +16,7 @@
 use bytes::Bytes;
 
 use super::ts::{AvcConfig, MuxError, TsMuxer};
-use crate::media::{Packet, PacketKind, TimestampNormaliser};
+use crate::media::{next_position, Packet, PacketKind};
 
 /// Audio without any video for this long makes the stream audio-only.
 pub const AUDIO_ONLY_AFTER_MS: u64 = 1000;
@@ -64,10 +64,10 @@ struct Current {
 
 /// The segmenter's timeline: packet timestamps (32-bit, wrapping modulo 2^32 like all stream
 /// timestamps) unwrapped into a 64-bit one, so comparisons and durations are plain arithmetic.
-/// The first packet keeps its value. A step further than [`TimestampNormaliser::MAX_JUMP_MS`]
-/// from the highest time so far continues right after it instead, as the stream's normaliser
-/// already does upstream: the segmenter does not rely on it, a jump back would otherwise keep
-/// the open segment from ever being due, and the TS timestamps of a segment stay coherent.
+/// The first packet keeps its value; later ones follow the stream normaliser's rule
+/// ([`next_position`]). The segmenter does not rely on the normaliser upstream: a jump back
+/// would otherwise keep the open segment from ever being due, and the TS timestamps of a
+/// segment stay coherent.
 #[derive(Debug, Default)]
 struct Clock {
     last_raw: Option<u32>,
@@ -83,12 +83,7 @@ impl Clock {
                 self.high = self.pos;
             }
             Some(last) => {
-                let next = self.pos + raw.wrapping_sub(last) as i32 as i64;
-                self.pos = if (next - self.high).abs() > TimestampNormaliser::MAX_JUMP_MS as i64 {
-                    self.high + 1
-                } else {
-                    next
-                };
+                self.pos = next_position(self.pos, self.high, last, raw);
                 self.high = self.high.max(self.pos);
             }
         }
@@ -156,7 +151,7 @@ impl Segmenter {
     /// Stream time after which an open segment is cut without waiting for a keyframe
     /// ([`FORCED_CUT_FRAGMENTS`] fragments, at least [`FORCED_CUT_MIN_MS`]). A segment lasts
     /// at most this plus one step between packets (itself below
-    /// [`TimestampNormaliser::MAX_JUMP_MS`]).
+    /// [`MAX_JUMP_MS`](crate::media::TimestampNormaliser::MAX_JUMP_MS)).
     pub fn max_segment_ms(&self) -> u64 {
         self.max_segment_ms
     }
@@ -431,6 +426,7 @@ fn with_parameter_sets(cfg: &AvcConfig, body: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::TimestampNormaliser;
 
     fn pkt(kind: PacketKind, ts: u32, key: bool, seq: bool, payload: Vec<u8>) -> Packet {
         Packet {

@@ -8,4 +8,4 @@ mod timestamp;
 
 pub use gop::{GopCache, GopLimits};
 pub use packet::{Packet, PacketKind};
-pub use timestamp::TimestampNormaliser;
+pub use timestamp::{next_position, TimestampNormaliser};

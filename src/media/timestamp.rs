@@ -58,19 +58,10 @@ impl TimestampNormaliser {
     }
 
     pub fn normalise(&mut self, raw: u32) -> u32 {
-        let max_jump = Self::MAX_JUMP_MS as i64;
         self.pos = match self.last_raw {
             None if !self.started => 0,
             None => self.high_water + 1,
-            Some(last) => {
-                // The signed 32-bit difference handles wrap-around both ways.
-                let next = self.pos + raw.wrapping_sub(last) as i32 as i64;
-                if (next - self.high_water).abs() > max_jump {
-                    self.high_water + 1
-                } else {
-                    next
-                }
-            }
+            Some(last) => next_position(self.pos, self.high_water, last, raw),
         };
         self.last_raw = Some(raw);
         self.started = true;
@@ -78,6 +69,19 @@ impl TimestampNormaliser {
         self.high_water = self.high_water.max(out);
         // Modulo 2^32 (`out` is never negative).
         out as u32
+    }
+}
+
+/// One step of an unwrapped timeline (the stream's, and the HLS segmenter's own): the position
+/// of a packet stamped `raw` after one stamped `last` at `pos`, where `high` is the highest
+/// position so far. The signed 32-bit difference handles the wrap both ways; a step further
+/// than [`TimestampNormaliser::MAX_JUMP_MS`] from `high` continues right after it instead.
+pub fn next_position(pos: i64, high: i64, last: u32, raw: u32) -> i64 {
+    let next = pos + raw.wrapping_sub(last) as i32 as i64;
+    if (next - high).abs() > TimestampNormaliser::MAX_JUMP_MS as i64 {
+        high + 1
+    } else {
+        next
     }
 }
 

@@ -367,6 +367,20 @@ impl Server {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits at most `timeout` until the server's log contains `line`.
+    #[track_caller]
+    pub fn wait_log(&self, line: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(line) {
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} in the log within {timeout:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `rtmp://127.0.0.1:<port>/<path>`.
     pub fn rtmp_url(&self, path: &str) -> String {
         format!(
